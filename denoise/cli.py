@@ -1,0 +1,219 @@
+"""The ``denoise`` command line: a thin Click layer over the package's modules.
+
+TensorFlow is imported only inside the commands that need it, so ``denoise --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from denoise import __version__
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE):
+    click.echo(f"denoise: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="denoise")
+def main():
+    """Remove noise from images with convolutional denoising autoencoders.
+
+    \b
+    denoise run ./noisy ./clean        denoise a folder (the shipped models)
+    denoise add-noise ./clean ./noisy  make noisy copies for trying it out
+    denoise train --data DIR ...       train a model on your own images
+    denoise eval ./clean --sigma 25    measure PSNR/SSIM on clean images
+    denoise models                     list the shipped models
+    """
+
+
+def _sigma_option(value: str) -> str:
+    if value != "auto":
+        try:
+            if float(value) < 0:
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not 'auto' or a non-negative number") from None
+    return value
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", default="auto", show_default=True,
+              help="Registry name (see `denoise models`), a .keras file, or auto: the shipped model for each image (grey or colour).")
+@click.option("--sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
+              help="Noise standard deviation in 0-255 units, or auto to estimate it per image.")
+@click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
+@click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
+              show_default=True, help="Output format; keep writes each image in its input format.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--tile", type=click.IntRange(64, None), default=512, show_default=True,
+              help="Images larger than this are processed in overlapping tiles of this size (bounds memory).")
+@click.option("--batch-size", type=click.IntRange(1, None), default=8, show_default=True,
+              help="Images (or tiles) of the same shape run through the model together.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="auto uses a GPU when TensorFlow sees one.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them, so a rerun resumes).")
+@click.option("--dry-run", is_flag=True, help="List what would be done and exit.")
+@click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report of every file to this path.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, overwrite, dry_run, report, quiet):
+    """Denoise images: INPUT... (files or folders) into the OUTPUT folder.
+
+    The output tree mirrors the inputs, with the same file names, format, bit depth, alpha
+    and metadata. Existing outputs are skipped unless --overwrite. Exit status: 0 all done,
+    1 some files failed (each named on stderr), 2 usage error.
+    """
+    from denoise.pipeline import RunOptions, UsageError, run_batch
+
+    if len(paths) < 2:
+        _fail("give at least one INPUT and the OUTPUT folder")
+    options = RunOptions(
+        inputs=tuple(paths[:-1]), output=paths[-1], model=model, sigma=sigma, recursive=recursive,
+        format=fmt, quality=quality, tile=tile, batch_size=batch_size, device=device,
+        overwrite=overwrite, dry_run=dry_run, report=report, progress=not quiet and sys.stderr.isatty(),
+    )
+    try:
+        summary = run_batch(options)
+    except UsageError as error:
+        _fail(str(error))
+    sys.exit(1 if summary["failed"] else 0)
+
+
+@main.command("add-noise")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--noise", type=click.Choice(["gaussian", "poisson", "salt-pepper", "speckle"]), default="gaussian",
+              show_default=True, help="Noise type.")
+@click.option("--level", default="25", show_default=True,
+              help="gaussian: sigma in 0-255 units; poisson: peak photon count (lower is noisier); "
+                   "salt-pepper: fraction of pixels hit; speckle: sigma of the multiplicative factor.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed; each file derives its own from it and its name.")
+@click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
+@click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
+              show_default=True, help="Output format (JPEG compresses the noise away: PNG keeps it exact).")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
+@click.option("--dry-run", is_flag=True, help="List what would be done and exit.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def add_noise(paths, noise, level, seed, recursive, fmt, quality, overwrite, dry_run, quiet):
+    """Write noisy copies of INPUT... (files or folders) into the OUTPUT folder."""
+    from denoise.noise import NoiseSpec
+    from denoise.pipeline import UsageError, add_noise_batch, RunOptions
+
+    if len(paths) < 2:
+        _fail("give at least one INPUT and the OUTPUT folder")
+    try:
+        spec = NoiseSpec.parse(noise, level)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--level") from None
+    options = RunOptions(
+        inputs=tuple(paths[:-1]), output=paths[-1], recursive=recursive, format=fmt, quality=quality,
+        overwrite=overwrite, dry_run=dry_run, progress=not quiet and sys.stderr.isatty(),
+    )
+    try:
+        summary = add_noise_batch(options, spec, seed)
+    except UsageError as error:
+        _fail(str(error))
+    sys.exit(1 if summary["failed"] else 0)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def models(as_json):
+    """List the shipped models: what each is for and how well it does."""
+    from denoise import registry
+
+    entries = registry.entries()
+    if as_json:
+        click.echo(json.dumps(registry.load_manifest(), indent=2))
+        return
+    rows = [("name", "arch", "ch", "noise", "data", "params", "default for", "metrics")]
+    for entry in entries:
+        noise = entry.get("noise", {})
+        metrics = entry.get("metrics", {})
+        shown = ", ".join(f"{key} {value}" for key, value in list(metrics.items())[:3])
+        rows.append((
+            entry["name"], entry.get("architecture", "?"), str(entry.get("channels", "?")),
+            f"{noise.get('type', '?')} {noise.get('low', '?'):g}-{noise.get('high', '?'):g}",
+            Path(str(entry.get("data", "?"))).name, f"{entry.get('parameters', 0):,}",
+            ",".join(entry.get("default_for", [])) or "-", shown or "-",
+        ))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@main.command()
+@click.option("--data", required=True,
+              help="Clean images: a folder (recursive), PATH.npz with x_train/x_test, or tfds:NAME[:SPLIT].")
+@click.option("--data-dir", help="Folder of already prepared tfds data sets (nothing is downloaded).")
+@click.option("--val-data", help="Separate validation images (same forms as --data); default: held out from --data.")
+@click.option("--arch", type=click.Choice(["unet", "conv", "dense"]), default="unet", show_default=True,
+              help="unet: residual U-Net with noise-level input; conv, dense: the tutorial's autoencoders.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True, help="1 grey, 3 colour.")
+@click.option("--filters", type=int, default=None, help="Base filter count (conv default 32, unet 32).")
+@click.option("--depth", type=int, default=None, help="unet: resolution levels (default 3).")
+@click.option("--blocks", type=int, default=None, help="unet: convolutions per residual block (default 2).")
+@click.option("--latent-dim", type=int, default=None, help="dense: size of the code (default 64).")
+@click.option("--noise", type=click.Choice(["gaussian", "poisson", "salt-pepper", "speckle", "mixture"]),
+              default="gaussian", show_default=True, help="Noise added on the fly to every training image.")
+@click.option("--sigma", "level", default="0:75", show_default=True,
+              help="Noise level or range LOW:HIGH drawn per image (units as in `add-noise --level`).")
+@click.option("--clip/--no-clip", default=True, show_default=True, help="Clip noisy images to [0, 1].")
+@click.option("--patch-size", type=int, default=64, show_default=True, help="Training patch size for folders.")
+@click.option("--epochs", type=int, default=20, show_default=True, help="Epochs to train (in total, across resumes).")
+@click.option("--steps-per-epoch", type=int, default=None, help="Batches per epoch (default: one pass over the images).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Patches per batch.")
+@click.option("--loss", type=click.Choice(["mse", "l1", "bce"]), default="mse", show_default=True, help="Training loss.")
+@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True, help="Initial learning rate (Adam).")
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
+              help="Learning-rate schedule over all epochs.")
+@click.option("--early-stopping", type=int, default=0, show_default=True, help="Stop after N epochs without a better validation PSNR (0: off).")
+@click.option("--reduce-lr-on-plateau", type=int, default=0, show_default=True, help="Halve the LR after N flat epochs (0: off).")
+@click.option("--val-sigma", type=float, default=25.0, show_default=True, help="Gaussian sigma of the fixed validation noise.")
+@click.option("--val-count", type=int, default=1000, show_default=True, help="At most this many validation images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, patches and noise.")
+@click.option("--logdir", help="Write TensorBoard logs here.")
+@click.option("--strategy", type=click.Choice(["auto", "mirrored", "multiworker"]), default="auto", show_default=True,
+              help="tf.distribute strategy: mirrored over local GPUs, multiworker over machines (TF_CONFIG).")
+@click.option("--name", help="Registry name; with it, the model's entry is written to the manifest beside --out.")
+@click.option("--resume", is_flag=True, help="Continue the run saved beside --out (same epoch and optimizer state).")
+@click.option("--out", required=True, type=click.Path(), help="Where the best model (.keras) goes; run state in OUT.run/.")
+def train(data, data_dir, val_data, arch, channels, filters, depth, blocks, latent_dim, noise, level, clip, patch_size,
+          epochs, steps_per_epoch, batch_size, loss, learning_rate, schedule, early_stopping, reduce_lr_on_plateau,
+          val_sigma, val_count, seed, logdir, strategy, name, resume, out):
+    """Train a denoising autoencoder on clean images with noise added on the fly."""
+    from denoise.data import DataOptions, DataUnavailable
+    from denoise.noise import NoiseSpec
+    from denoise.train import TrainOptions, train as run_training
+
+    model_args = {key: value for key, value in
+                  {"filters": filters, "depth": depth, "blocks": blocks, "latent_dim": latent_dim}.items()
+                  if value is not None}
+    data_options = DataOptions(
+        source=data, channels=int(channels), patch_size=patch_size, batch_size=batch_size,
+        noise=NoiseSpec.parse(noise, level), clip=clip, seed=seed, data_dir=data_dir, validation=val_data,
+        validation_sigma=val_sigma, validation_count=val_count,
+    )
+    options = TrainOptions(
+        data=data_options, out=out, arch=arch, model_args=model_args, epochs=epochs,
+        steps_per_epoch=steps_per_epoch, loss=loss, learning_rate=learning_rate, schedule=schedule,
+        early_stopping=early_stopping, reduce_on_plateau=reduce_lr_on_plateau, logdir=logdir,
+        strategy=strategy, resume=resume, name=name, command=shlex.join(["denoise", *(arg for arg in sys.argv[1:] if arg != "--resume")]),
+    )
+    try:
+        summary = run_training(options, log=lambda message: click.echo(message, err=True))
+    except (DataUnavailable, ValueError) as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    click.echo(json.dumps(summary))

@@ -1,0 +1,162 @@
+"""Denoising autoencoder architectures: Keras 3 functional models, no I/O and no compile.
+
+Every model maps a noisy image in [0, 1] of shape (H, W, C) to a clean estimate of the same shape.
+Models with a noise-level input take a second input ``sigma`` of shape (1,): the noise standard
+deviation in [0, 1] units (sigma / 255), broadcast inside the model to a map, as FFDNet does.
+
+Only Keras layers and ``keras.ops`` are used, so the same code trains under the TensorFlow, JAX
+or PyTorch backend and the saved ``.keras`` file loads under any of them.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+PACKAGE = "denoise"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class NoiseLevelMap(layers.Layer):
+    """Broadcast a per-image noise level of shape (B, 1) to a map shaped like the image's (B, H, W, 1)."""
+
+    def call(self, image, sigma):
+        ones = ops.ones_like(image[..., :1])
+        return ones * ops.reshape(ops.cast(sigma, image.dtype), (-1, 1, 1, 1))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PixelUnshuffle(layers.Layer):
+    """Fold each factor x factor block of pixels into channels (space-to-depth)."""
+
+    def __init__(self, factor: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return ops.space_to_depth(x, self.factor)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PixelShuffle(layers.Layer):
+    """Unfold channels back into factor x factor blocks of pixels (depth-to-space)."""
+
+    def __init__(self, factor: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return ops.depth_to_space(x, self.factor)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+def dense_autoencoder(latent_dim: int = 64, size: int = 28, channels: int = 1) -> keras.Model:
+    """The tutorial's dense autoencoder: Flatten -> Dense(latent, relu) -> Dense(sigmoid) -> Reshape.
+
+    It only accepts ``size`` x ``size`` images; ``denoise run`` feeds it tiles of that size.
+    """
+    inputs = keras.Input((size, size, channels), name="image")
+    latent = layers.Dense(latent_dim, activation="relu")(layers.Flatten()(inputs))
+    encoder = keras.Model(inputs, latent, name="encoder")
+
+    latent_in = keras.Input((latent_dim,), name="latent")
+    pixels = layers.Dense(size * size * channels, activation="sigmoid")(latent_in)
+    decoder = keras.Model(latent_in, layers.Reshape((size, size, channels))(pixels), name="decoder")
+    return keras.Model(inputs, decoder(encoder(inputs)), name="dense_autoencoder")
+
+
+def conv_autoencoder(filters: int = 32, channels: int = 1) -> keras.Model:
+    """The tutorial's convolutional autoencoder, fully convolutional so it takes any size.
+
+    Encoder: Conv2D(filters) and Conv2D(2*filters), 3x3, stride 2, relu. Decoder: the mirror
+    with Conv2DTranspose, then a 3x3 Conv2D to ``channels`` with a sigmoid. Sizes must be
+    multiples of 4 (the pipeline pads).
+    """
+    inputs = keras.Input((None, None, channels), name="image")
+    x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(2 * filters, 3, strides=2, padding="same", activation="relu")(x)
+    encoder = keras.Model(inputs, x, name="encoder")
+
+    code = keras.Input((None, None, 2 * filters), name="code")
+    y = layers.Conv2DTranspose(2 * filters, 3, strides=2, padding="same", activation="relu")(code)
+    y = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(y)
+    y = layers.Conv2D(channels, 3, padding="same", activation="sigmoid")(y)
+    decoder = keras.Model(code, y, name="decoder")
+    return keras.Model(inputs, decoder(encoder(inputs)), name="conv_autoencoder")
+
+
+def _conv_block(x, filters: int, convs: int, name: str):
+    """``convs`` 3x3 convolutions with ReLU and a residual shortcut around them."""
+    shortcut = x
+    for index in range(convs):
+        activation = "relu" if index < convs - 1 else None
+        x = layers.Conv2D(filters, 3, padding="same", activation=activation, name=f"{name}_conv{index}")(x)
+    if shortcut.shape[-1] == filters:
+        x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def unet(
+    channels: int = 1,
+    filters: int = 32,
+    depth: int = 3,
+    blocks: int = 2,
+    noise_level_input: bool = True,
+) -> keras.Model:
+    """Residual U-Net denoising autoencoder with a noise-level map input.
+
+    - Pixel-unshuffle by 2 at the input: every convolution runs at quarter resolution at most,
+      which buys four times the compute for the same FLOPs (as FFDNet does).
+    - Encoder: ``depth`` levels of residual conv blocks, each level downsampled by a strided
+      convolution and doubling the filters; decoder: transposed convolutions back up, with
+      additive skip connections from the encoder level of the same size.
+    - Residual output: the network predicts the noise, which is subtracted from the input;
+      it trains much faster than predicting the clean image.
+    Sizes must be multiples of 2 ** depth (the pipeline pads).
+    """
+    image = keras.Input((None, None, channels), name="image")
+    inputs = [image]
+    x = image
+    if noise_level_input:
+        sigma = keras.Input((1,), name="sigma")
+        inputs.append(sigma)
+        x = layers.Concatenate(name="with_noise_map")([image, NoiseLevelMap(name="noise_map")(image, sigma)])
+    x = PixelUnshuffle(2, name="unshuffle")(x)
+    x = layers.Conv2D(filters, 3, padding="same", activation="relu", name="head")(x)
+
+    skips = []
+    for level in range(depth - 1):
+        width = filters * 2**level
+        x = _conv_block(x, width, blocks, f"down{level}")
+        skips.append(x)
+        x = layers.Conv2D(2 * width, 2, strides=2, name=f"downsample{level}")(x)
+    x = _conv_block(x, filters * 2 ** (depth - 1), blocks, "bottleneck")
+    for level in reversed(range(depth - 1)):
+        width = filters * 2**level
+        x = layers.Conv2DTranspose(width, 2, strides=2, name=f"upsample{level}")(x)
+        x = layers.Add(name=f"skip{level}")([x, skips[level]])
+        x = _conv_block(x, width, blocks, f"up{level}")
+
+    x = layers.Conv2D(4 * channels, 3, padding="same", name="tail")(x)
+    noise = PixelShuffle(2, name="shuffle")(x)
+    clean = layers.Subtract(name="residual")([image, noise])
+    return keras.Model(inputs, clean, name="unet")
+
+
+ARCHITECTURES = {
+    "dense": dense_autoencoder,
+    "conv": conv_autoencoder,
+    "unet": unet,
+}
+
+
+def build(arch: str, **kwargs) -> keras.Model:
+    """Build an architecture by name with its keyword arguments (e.g. ``filters=4``)."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](**kwargs)

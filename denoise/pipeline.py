@@ -1,0 +1,494 @@
+"""Batch denoising: files -> decode -> tiles -> model -> blend -> encode -> files.
+
+- The file list is walked lazily, so the first output appears at once even for huge trees.
+- tf.data decodes files in parallel (AUTOTUNE) and prefetches while the model runs.
+- Tiles of the same shape (and model) are batched together and run through one compiled
+  function per model, traced once for any shape (no retracing per image).
+- Finished images are blended, encoded and written by worker threads while the next batch
+  computes. Every write is atomic; inputs are only ever read.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from denoise import io, tiles as tiling
+from denoise.noise import NoiseSpec, add_noise_uint, estimate_sigma, seed_for
+
+MARGIN = 32  # overlap between tiles is 2 * MARGIN: more than the networks' useful context
+
+
+class UsageError(ValueError):
+    """A mistake in the command itself (exit status 2), as opposed to a bad file (exit status 1)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """Everything a batch run needs; the CLI fills it from its options."""
+
+    inputs: tuple[Path, ...]
+    output: Path
+    model: str = "auto"
+    sigma: str = "auto"
+    recursive: bool = True
+    format: str = "keep"
+    quality: int = 95
+    tile: int = 512
+    batch_size: int = 8
+    device: str = "auto"
+    overwrite: bool = False
+    dry_run: bool = False
+    report: Path | None = None
+    progress: bool = False
+    workers: int = max(2, min(8, os.cpu_count() or 2))
+
+
+@dataclasses.dataclass
+class Job:
+    index: int
+    input: Path
+    output: Path
+    status: str = "pending"  # ok / skipped / failed
+    reason: str = ""
+    sigma: float | None = None
+    started: float = 0.0
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Planning: which file goes where
+# --------------------------------------------------------------------------------------------
+
+
+def check_paths(options: RunOptions) -> None:
+    """Refuse runs that could overwrite or re-read their own inputs (exit status 2)."""
+    output = options.output.resolve()
+    for path in options.inputs:
+        if not path.exists() and not path.is_symlink():
+            raise UsageError(f"{path}: no such file or folder")
+        resolved = path.resolve()
+        if resolved == output:
+            raise UsageError(f"{path}: the output folder must differ from the input")
+        if path.is_file() and output.exists() and not output.is_dir():
+            raise UsageError(f"{options.output}: the output must be a folder, not a file")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"{options.output}: the output must be a folder, not a file")
+
+
+def plan(options: RunOptions) -> Iterator[Job]:
+    """Yield one job per input image, lazily; outputs mirror the input tree.
+
+    With one input folder its contents map straight into OUTPUT; with several inputs each
+    folder keeps its name as a subfolder of OUTPUT.
+    """
+    single = len(options.inputs) == 1
+    seen: set[Path] = set()
+    for index, (path, relative) in enumerate(_walk(options, single)):
+        target = io.output_path(relative, options.output, options.format)
+        job = Job(index, path, target)
+        if target in seen:
+            job.status, job.reason = "failed", f"another input is also written to {target}"
+        elif target.exists() and not options.overwrite:
+            job.status, job.reason = "skipped", "output exists"
+        seen.add(target)
+        yield job
+
+
+def _walk(options: RunOptions, single: bool):
+    for root in options.inputs:
+        for path, relative in io.iter_inputs([root], options.recursive, exclude=options.output):
+            if root.is_dir() and not single:
+                relative = Path(root.resolve().name) / relative
+            yield path, relative
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting: stderr lines, the progress bar, the JSON report
+# --------------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Collects job outcomes: one stderr line per failure, progress, and the JSON report."""
+
+    def __init__(self, options: RunOptions, unit: str = "img"):
+        self.options = options
+        self.jobs: list[dict] = []
+        self.counts = {"ok": 0, "skipped": 0, "failed": 0}
+        self.started = time.time()
+        self.lock = threading.Lock()
+        self.bar = None
+        if options.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+    def finish(self, job: Job) -> None:
+        with self.lock:
+            self.counts[job.status] += 1
+            if job.status == "failed":
+                message = f"denoise: {job.input}: {job.reason}"
+                (self.bar.write if self.bar else print)(message, file=sys.stderr)
+            if self.options.report is not None:
+                self.jobs.append({
+                    "input": str(job.input), "output": str(job.output), "status": job.status,
+                    "reason": job.reason, "seconds": round(job.seconds, 4),
+                    "sigma": None if job.sigma is None else round(job.sigma, 3),
+                })
+            if self.bar is not None:
+                self.bar.update(1)
+
+    def summary(self, interrupted: bool = False) -> dict:
+        seconds = time.time() - self.started
+        done = self.counts["ok"]
+        summary = {**self.counts, "seconds": round(seconds, 3), "images_per_second": round(done / max(seconds, 1e-9), 2)}
+        if interrupted:
+            summary["interrupted"] = True
+        return summary
+
+    def close(self, interrupted: bool = False) -> dict:
+        if self.bar is not None:
+            self.bar.close()
+        summary = self.summary(interrupted)
+        if self.options.report is not None:
+            report = {"summary": summary, "files": sorted(self.jobs, key=lambda job: job["input"])}
+            io.write_atomic(Path(self.options.report), (json.dumps(report, indent=2) + "\n").encode())
+        return summary
+
+
+class _Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so a run stops as cleanly as on Ctrl-C."""
+
+
+def _run_guarded(options: RunOptions, body: Callable[[Recorder], None], unit: str = "img") -> dict:
+    """Run ``body`` with the shared rules: path checks, dry run, signals, report, exit codes."""
+    check_paths(options)
+    if options.dry_run:
+        counts = {"ok": 0, "skipped": 0, "failed": 0}
+        for job in plan(options):
+            action = {"pending": "write", "skipped": "skip (exists)", "failed": f"fail ({job.reason})"}[job.status]
+            print(f"{job.input} -> {job.output}: {action}")
+            counts["ok" if job.status == "pending" else job.status] += 1
+        return {**counts, "failed": 0, "dry_run": True}
+    recorder = Recorder(options, unit)
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main = threading.current_thread() is threading.main_thread()
+
+    def on_term(signum, frame):
+        raise _Terminated()
+
+    if in_main:
+        signal.signal(signal.SIGTERM, on_term)
+    try:
+        body(recorder)
+    except KeyboardInterrupt as interrupt:
+        summary = recorder.close(interrupted=True)
+        print(f"denoise: interrupted after {summary['ok']} images; run again to finish the rest",
+              file=sys.stderr)
+        sys.exit(143 if isinstance(interrupt, _Terminated) else 130)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    return recorder.close()
+
+
+def _write(job: Job, decoded: io.Decoded, pixels: np.ndarray, options: RunOptions, recorder: Recorder) -> None:
+    """Encode and atomically write one output; any failure is recorded against the job."""
+    try:
+        fmt = io.EXTENSIONS[job.output.suffix.lower()]
+        io.write_atomic(job.output, io.encode(decoded, pixels, fmt, options.quality))
+        job.status = "ok"
+    except Exception as error:  # a full disk, a read-only folder, an encoder refusing the data
+        job.status, job.reason = "failed", f"cannot write {job.output}: {_one_line(error)}"
+    job.seconds = time.time() - job.started
+    recorder.finish(job)
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# add-noise: no model, just the same I/O rules
+# --------------------------------------------------------------------------------------------
+
+
+def add_noise_batch(options: RunOptions, spec: NoiseSpec, seed: int) -> dict:
+    """Write noisy copies of the inputs (deterministic per file name and ``seed``)."""
+
+    def body(recorder: Recorder) -> None:
+        with concurrent.futures.ThreadPoolExecutor(options.workers) as pool:
+            pending = set()
+            for job in plan(options):
+                if job.status != "pending":
+                    recorder.finish(job)
+                    continue
+                pending.add(pool.submit(_noisy_copy, job, spec, seed, options, recorder))
+                if len(pending) >= 4 * options.workers:  # bounded memory: wait for some to finish
+                    _, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+
+    return _run_guarded(options, body)
+
+
+def _noisy_copy(job: Job, spec: NoiseSpec, seed: int, options: RunOptions, recorder: Recorder) -> None:
+    job.started = time.time()
+    try:
+        decoded = io.read_image(job.input)
+    except io.ImageError as error:
+        job.status, job.reason = "failed", str(error)
+        recorder.finish(job)
+        return
+    scale = 65535.0 if decoded.bits > 8 else 255.0
+    integers = np.round(decoded.pixels * scale).astype(np.uint16 if decoded.bits > 8 else np.uint8)
+    rng = np.random.default_rng(seed_for(job.input.name, seed))
+    noisy = add_noise_uint(integers, spec, rng).astype(np.float32) / scale
+    _write(job, decoded, noisy, options, recorder)
+
+
+# --------------------------------------------------------------------------------------------
+# run: the model path
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Image:
+    """An image in flight between decode and write."""
+
+    job: Job
+    decoded: io.Decoded
+    model: object  # registry.LoadedModel
+    grid: tiling.Grid
+    blender: tiling.Blender
+    sigma: float  # 0-255 units, fed to models with a noise-level input
+    split_channels: bool  # a colour image through a grey model, channel by channel
+    planes: dict = dataclasses.field(default_factory=dict)  # tile index -> channels done so far
+    submitted: bool = False
+
+
+class Runner:
+    """Holds the loaded models and their compiled inference functions."""
+
+    def __init__(self, options: RunOptions, warn: Callable[[str], None]):
+        self.options = options
+        self.warn = warn
+        self.models: dict[str, object] = {}
+        self.functions: dict[str, Callable] = {}
+        self.warned_sigma = False
+
+    def model_for(self, channels: int):
+        from denoise import registry
+
+        name = self.options.model
+        if name == "auto":
+            name = registry.default_name(channels)
+        if name not in self.models:
+            loaded = registry.load(name)
+            self.models[name] = loaded
+            if not loaded.noise_level_input and self.options.sigma != "auto" and not self.warned_sigma:
+                self.warned_sigma = True
+                self.warn(f"denoise: warning: model {loaded.name} has no noise-level input; --sigma is ignored")
+        return self.models[name]
+
+    def function(self, loaded):
+        """One ``tf.function`` per model, traced once for any batch and tile size."""
+        import tensorflow as tf
+
+        if loaded.name not in self.functions:
+            model = loaded.model
+            height = loaded.tile_size
+            image_spec = tf.TensorSpec([None, height, height, loaded.channels], tf.float32)
+            sigma_spec = tf.TensorSpec([None, 1], tf.float32)
+
+            @tf.function(input_signature=[image_spec, sigma_spec])
+            def infer(images, sigmas):
+                inputs = {"image": images, "sigma": sigmas} if loaded.noise_level_input else images
+                return model(inputs, training=False)
+
+            self.functions[loaded.name] = infer
+        return self.functions[loaded.name]
+
+    def prepare(self, job: Job, decoded: io.Decoded) -> _Image:
+        channels = decoded.pixels.shape[-1]
+        loaded = self.model_for(channels)
+        split = loaded.channels == 1 and channels == 3
+        fixed = loaded.tile_size is not None
+        tile = loaded.tile_size if fixed else self.options.tile
+        grid = tiling.grid(decoded.pixels.shape[0], decoded.pixels.shape[1], tile, loaded.multiple, MARGIN, fixed)
+        if self.options.sigma == "auto":
+            sigma = estimate_sigma(decoded.pixels) if loaded.noise_level_input else None
+        else:
+            sigma = float(self.options.sigma)
+        job.sigma = sigma
+        blender = tiling.Blender(grid, channels)
+        return _Image(job, decoded, loaded, grid, blender, sigma or 0.0, split)
+
+
+def _model_tiles(image: _Image):
+    """The model-ready tiles of an image: (tile index, array with the model's channels)."""
+    pixels = image.decoded.pixels
+    if image.model.channels == 3 and pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    for index, tile in enumerate(tiling.extract(pixels, image.grid)):
+        if image.split_channels:
+            for channel in range(3):
+                yield (index, channel), tile[..., channel : channel + 1]
+        else:
+            yield (index, None), tile
+
+
+def _decoded_stream(jobs: Iterator[Job], recorder: Recorder):
+    """tf.data: decode files in parallel (AUTOTUNE) and prefetch, in input order.
+
+    Yields ``(job, decoded or None)``; failed decodes come back with the job marked failed.
+    """
+    import tensorflow as tf
+
+    lock = threading.Lock()
+    held: dict[int, tuple[Job, io.Decoded | None]] = {}
+    pending: dict[int, Job] = {}
+
+    def generator():
+        for job in jobs:
+            if job.status != "pending":
+                recorder.finish(job)
+                continue
+            with lock:
+                pending[job.index] = job
+            yield job.index
+
+    def decode(index):
+        index = int(index)
+        with lock:
+            job = pending.pop(index)
+        job.started = time.time()
+        try:
+            decoded = io.read_image(job.input)
+        except io.ImageError as error:
+            job.status, job.reason = "failed", str(error)
+            decoded = None
+        with lock:
+            held[index] = (job, decoded)
+        return np.int64(index)
+
+    dataset = tf.data.Dataset.from_generator(generator, output_signature=tf.TensorSpec([], tf.int64))
+    @tf.autograph.experimental.do_not_convert
+    def decode_op(index):
+        return tf.numpy_function(decode, [index], tf.int64, stateful=True)
+
+    dataset = dataset.map(
+        decode_op,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    ).prefetch(2)
+    for index in dataset.as_numpy_iterator():
+        with lock:
+            yield held.pop(int(index))
+
+
+def run_batch(options: RunOptions) -> dict:
+    """Denoise every input image into the output tree; return the summary counts."""
+    _select_device(options.device)
+    warn = lambda message: print(message, file=sys.stderr)  # noqa: E731
+
+    def body(recorder: Recorder) -> None:
+        runner = Runner(options, warn)
+        with concurrent.futures.ThreadPoolExecutor(options.workers) as writers:
+            batcher = _Batcher(runner, options, writers, recorder)
+            for job, decoded in _decoded_stream(plan(options), recorder):
+                if decoded is None:
+                    recorder.finish(job)
+                    continue
+                batcher.add(runner.prepare(job, decoded))
+            batcher.flush_all()
+
+    return _run_guarded(options, body)
+
+
+def _select_device(device: str) -> None:
+    from denoise import runtime
+
+    try:
+        runtime.tensorflow(device)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+class _Batcher:
+    """Groups tiles of the same model and shape into batches, runs them, hands back results.
+
+    Small tiles are batched in proportion: a batch holds at most ``batch_size`` full tiles'
+    worth of pixels. At most two batches' worth of tiles wait at any time (bounded memory).
+    """
+
+    def __init__(self, runner: Runner, options: RunOptions, writers, recorder: Recorder):
+        self.runner, self.options, self.writers, self.recorder = runner, options, writers, recorder
+        self.buckets: dict[tuple, list] = {}
+        self.budget = options.batch_size * options.tile * options.tile
+        self.waiting_pixels = 0
+        self.writes: set = set()
+
+    def _limit(self, key) -> int:
+        _, height, width, _ = key
+        return max(1, min(1024, self.budget // (height * width)))
+
+    def add(self, image: _Image) -> None:
+        for tile_id, tile in _model_tiles(image):
+            key = (image.model.name, tile.shape[0], tile.shape[1], tile.shape[2])
+            bucket = self.buckets.setdefault(key, [])
+            bucket.append((image, tile_id, tile))
+            self.waiting_pixels += tile.shape[0] * tile.shape[1]
+            if len(bucket) >= self._limit(key):
+                self._run(key)
+            elif self.waiting_pixels > 2 * self.budget:
+                self._run(max(self.buckets, key=lambda k: len(self.buckets[k]) * k[1] * k[2]))
+
+    def flush_all(self) -> None:
+        for key in list(self.buckets):
+            self._run(key)
+        concurrent.futures.wait(self.writes)
+
+    def _run(self, key) -> None:
+        bucket = self.buckets.pop(key, [])
+        if not bucket:
+            return
+        self.waiting_pixels -= sum(tile.shape[0] * tile.shape[1] for _, _, tile in bucket)
+        loaded = bucket[0][0].model
+        images = np.stack([tile for _, _, tile in bucket]).astype(np.float32)
+        sigmas = np.array([[image.sigma / 255.0] for image, _, _ in bucket], np.float32)
+        outputs = self.runner.function(loaded)(images, sigmas).numpy()
+        for (image, (index, channel), _), output in zip(bucket, outputs):
+            if channel is None:
+                if image.model.channels == 3 and image.decoded.pixels.shape[-1] == 1:
+                    output = output.mean(axis=-1, keepdims=True)
+                image.blender.add(index, output)
+            else:
+                planes = image.planes.setdefault(index, [None] * 3)
+                planes[channel] = output[..., 0]
+                if all(plane is not None for plane in planes):
+                    image.blender.add(index, np.stack(image.planes.pop(index), axis=-1))
+            if image.blender.done and not image.submitted:
+                image.submitted = True
+                self._submit(image)
+
+    def _submit(self, image: _Image) -> None:
+        self.writes = {future for future in self.writes if not future.done()}
+        if len(self.writes) >= 2 * self.options.workers:  # bounded memory: let the writers catch up
+            concurrent.futures.wait(self.writes, return_when=concurrent.futures.FIRST_COMPLETED)
+        self.writes.add(self.writers.submit(self._finish, image))
+
+    def _finish(self, image: _Image) -> None:
+        pixels = np.clip(image.blender.result(), 0.0, 1.0)
+        _write(image.job, image.decoded, pixels, self.options, self.recorder)

@@ -1,0 +1,169 @@
+"""The model registry: ``weights/manifest.json``, sha256 checks, loading models by name or path.
+
+Each manifest entry names a ``.keras`` file beside the manifest and records what it is for
+(architecture and its arguments, channels, noise type and level range, data set), the exact
+command that rebuilds it, and its measured metrics. A model is only loaded after its sha256
+matches the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+WEIGHTS_DIR = Path(os.environ.get("DENOISE_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, does not match its sha256, or cannot be loaded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference and what the pipeline needs to know about it."""
+
+    model: object  # keras.Model
+    name: str
+    channels: int  # 1 or 3
+    noise_level_input: bool
+    tile_size: int | None  # fixed input size (dense models), else None
+    multiple: int  # input sizes must be multiples of this
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(folder: Path = WEIGHTS_DIR) -> dict:
+    path = Path(folder) / "manifest.json"
+    if not path.exists():
+        return {"models": []}
+    return json.loads(path.read_text())
+
+
+def entries(folder: Path = WEIGHTS_DIR) -> list[dict]:
+    return load_manifest(folder)["models"]
+
+
+def find(name: str, folder: Path = WEIGHTS_DIR) -> dict | None:
+    return next((entry for entry in entries(folder) if entry["name"] == name), None)
+
+
+def default_name(channels: int, folder: Path = WEIGHTS_DIR) -> str:
+    """The shipped model for grey (1) or colour (3) images: the entry marked ``default_for``,
+    else any grey model (colour images then go through it channel by channel)."""
+    role = "gray" if channels == 1 else "color"
+    models = entries(folder)
+    for entry in models:
+        if role in entry.get("default_for", []):
+            return entry["name"]
+    for entry in models:
+        if "gray" in entry.get("default_for", []):
+            return entry["name"]
+    if not models:
+        raise WeightsError(f"no models in {Path(folder) / 'manifest.json'}")
+    return models[0]["name"]
+
+
+def load(name_or_path: str, folder: Path = WEIGHTS_DIR) -> LoadedModel:
+    """Load a registry model by name (sha256 checked) or any ``.keras`` file by path."""
+    entry = find(name_or_path, folder)
+    if entry is not None:
+        path = Path(folder) / entry["file"]
+        if not path.exists():
+            raise WeightsError(f"{path}: weights file missing (expected sha256 {entry['sha256']})")
+        actual = sha256_of(path)
+        if actual != entry["sha256"]:
+            raise WeightsError(
+                f"{path}: sha256 {actual} does not match the manifest's {entry['sha256']}; "
+                "the file is corrupt or was replaced"
+            )
+        name = entry["name"]
+    else:
+        path = Path(name_or_path)
+        if path.suffix != ".keras" or not path.is_file():
+            known = ", ".join(model["name"] for model in entries(folder)) or "none"
+            raise WeightsError(f"{name_or_path}: not a registered model ({known}) nor a .keras file")
+        name = path.stem
+    return describe(_load_keras(path), name)
+
+
+def _load_keras(path: Path):
+    import keras
+
+    from denoise import models  # noqa: F401  registers the custom layers
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        raise WeightsError(f"{path}: cannot load the model ({str(error).splitlines()[0][:200]})") from None
+
+
+def describe(model, name: str = "model") -> LoadedModel:
+    """Read the channels, noise-level input, fixed size and size multiple off a Keras model."""
+    image_shape = model.inputs[0].shape
+    fixed = image_shape[1] if image_shape[1] is not None else None
+    return LoadedModel(
+        model=model,
+        name=name,
+        channels=int(image_shape[-1]),
+        noise_level_input=len(model.inputs) > 1,
+        tile_size=fixed,
+        multiple=size_multiple(model),
+    )
+
+
+def size_multiple(model) -> int:
+    """The product of all downsampling factors: input sizes must be multiples of it."""
+    from denoise.models import PixelUnshuffle
+
+    factor = 1
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested encoder/decoder
+            factor *= size_multiple(layer)
+        elif isinstance(layer, PixelUnshuffle):
+            factor *= layer.factor
+        elif type(layer).__name__ in ("Conv2D", "MaxPooling2D", "AveragePooling2D"):
+            strides = getattr(layer, "strides", (1, 1))
+            factor *= int(strides[0])
+    return factor
+
+
+def record_training(options, summary: dict) -> dict:
+    """Add or replace the manifest entry of a model trained into a weights folder."""
+    out = Path(options.out)
+    folder = out.parent
+    manifest = load_manifest(folder)
+    old = find(options.name, folder) or {}
+    data = options.data
+    entry = {
+        **old,
+        "name": options.name,
+        "file": out.name,
+        "sha256": sha256_of(out),
+        "size_bytes": out.stat().st_size,
+        "architecture": options.arch,
+        "model_args": options.model_args,
+        "channels": data.channels,
+        "noise": {"type": data.noise.kind, "low": data.noise.low, "high": data.noise.high, "clip": data.clip},
+        "data": data.source,
+        "command": options.command,
+        "parameters": summary["parameters"],
+        "training": {key: summary[key] for key in ("epochs", "seconds", "best_val_psnr")},
+    }
+    manifest["models"] = [model for model in manifest["models"] if model["name"] != options.name] + [entry]
+    write_manifest(manifest, folder)
+    return entry
+
+
+def write_manifest(manifest: dict, folder: Path = WEIGHTS_DIR) -> None:
+    from denoise.io import write_atomic
+
+    write_atomic(Path(folder) / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
