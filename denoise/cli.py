@@ -74,6 +74,7 @@ def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, 
     1 some files failed (each named on stderr), 2 usage error.
     """
     from denoise.pipeline import RunOptions, UsageError, run_batch
+    from denoise.registry import WeightsError
 
     if len(paths) < 2:
         _fail("give at least one INPUT and the OUTPUT folder")
@@ -84,7 +85,7 @@ def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, 
     )
     try:
         summary = run_batch(options)
-    except UsageError as error:
+    except (UsageError, WeightsError) as error:
         _fail(str(error))
     sys.exit(1 if summary["failed"] else 0)
 

@@ -122,8 +122,9 @@ def decode_bytes(data: bytes) -> Decoded:
             if width * height > MAX_PIXELS:
                 raise ImageError(f"{width}x{height} pixels is over the {MAX_PIXELS:,} pixel limit")
             source_format = image.format or "PNG"
+            sixteen_bit_colour = _is_16bit_colour(image)  # before getexif(), which may load the tiles
             info = _metadata(image)
-            if _is_16bit_colour(image):
+            if sixteen_bit_colour:
                 return _decode_16bit_colour(data, image, source_format, info)
             image = ImageOps.exif_transpose(image)
             return _from_pillow(image, source_format, info)
@@ -142,8 +143,12 @@ def _metadata(image: Image.Image) -> dict:
     exif = image.getexif()
     if exif:
         # The orientation is applied to the pixels, so the output must not rotate them again.
+        # (Restore it afterwards: exif_transpose reads it from this same object.)
+        orientation = exif.get(0x0112)
         exif[0x0112] = 1
         info["exif"] = exif.tobytes()
+        if orientation is not None:
+            exif[0x0112] = orientation
     for key in ("icc_profile", "dpi"):
         if image.info.get(key):
             info[key] = image.info[key]

@@ -14,7 +14,12 @@ import json
 import os
 from pathlib import Path
 
-WEIGHTS_DIR = Path(os.environ.get("DENOISE_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+def weights_dir() -> Path:
+    """The registry folder: ``$DENOISE_WEIGHTS`` if set, else the project's ``weights/``."""
+    return Path(os.environ.get("DENOISE_WEIGHTS") or SHIPPED_WEIGHTS)
 
 
 class WeightsError(ValueError):
@@ -41,22 +46,22 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_manifest(folder: Path = WEIGHTS_DIR) -> dict:
-    path = Path(folder) / "manifest.json"
+def load_manifest(folder: Path | None = None) -> dict:
+    path = Path(folder or weights_dir()) / "manifest.json"
     if not path.exists():
         return {"models": []}
     return json.loads(path.read_text())
 
 
-def entries(folder: Path = WEIGHTS_DIR) -> list[dict]:
+def entries(folder: Path | None = None) -> list[dict]:
     return load_manifest(folder)["models"]
 
 
-def find(name: str, folder: Path = WEIGHTS_DIR) -> dict | None:
+def find(name: str, folder: Path | None = None) -> dict | None:
     return next((entry for entry in entries(folder) if entry["name"] == name), None)
 
 
-def default_name(channels: int, folder: Path = WEIGHTS_DIR) -> str:
+def default_name(channels: int, folder: Path | None = None) -> str:
     """The shipped model for grey (1) or colour (3) images: the entry marked ``default_for``,
     else any grey model (colour images then go through it channel by channel)."""
     role = "gray" if channels == 1 else "color"
@@ -68,15 +73,15 @@ def default_name(channels: int, folder: Path = WEIGHTS_DIR) -> str:
         if "gray" in entry.get("default_for", []):
             return entry["name"]
     if not models:
-        raise WeightsError(f"no models in {Path(folder) / 'manifest.json'}")
+        raise WeightsError(f"no models in {Path(folder or weights_dir()) / 'manifest.json'}")
     return models[0]["name"]
 
 
-def load(name_or_path: str, folder: Path = WEIGHTS_DIR) -> LoadedModel:
+def load(name_or_path: str, folder: Path | None = None) -> LoadedModel:
     """Load a registry model by name (sha256 checked) or any ``.keras`` file by path."""
     entry = find(name_or_path, folder)
     if entry is not None:
-        path = Path(folder) / entry["file"]
+        path = Path(folder or weights_dir()) / entry["file"]
         if not path.exists():
             raise WeightsError(f"{path}: weights file missing (expected sha256 {entry['sha256']})")
         actual = sha256_of(path)
@@ -163,7 +168,7 @@ def record_training(options, summary: dict) -> dict:
     return entry
 
 
-def write_manifest(manifest: dict, folder: Path = WEIGHTS_DIR) -> None:
+def write_manifest(manifest: dict, folder: Path | None = None) -> None:
     from denoise.io import write_atomic
 
-    write_atomic(Path(folder) / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    write_atomic(Path(folder or weights_dir()) / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
