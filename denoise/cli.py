@@ -218,3 +218,43 @@ def train(data, data_dir, val_data, arch, channels, filters, depth, blocks, late
     except KeyboardInterrupt:
         sys.exit(130)
     click.echo(json.dumps(summary))
+
+
+@main.command("eval")
+@click.argument("clean", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--noise", type=click.Choice(["gaussian", "poisson", "salt-pepper", "speckle"]), default="gaussian",
+              show_default=True, help="Noise added to the clean images.")
+@click.option("--sigma", "level", default="25", show_default=True, help="Noise level (units as in `add-noise --level`).")
+@click.option("--model", default="auto", show_default=True, help="Registry name or .keras file to evaluate.")
+@click.option("--model-sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
+              help="The sigma the model is told: auto (estimated per image) or a number.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (each image derives its own from its name).")
+@click.option("--denoised", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Score outputs made elsewhere (same relative names) instead of running a model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def evaluate(clean, noise, level, model, model_sigma, seed, denoised, as_json):
+    """Add noise to CLEAN images by the benchmark protocol, denoise, and print PSNR / SSIM.
+
+    Noisy inputs are rounded to 8 bits and saved as PNG before denoising, exactly as the
+    benchmarks do, so the figures compare with theirs.
+    """
+    from denoise import runtime
+    from denoise.evaluate import EvalOptions, evaluate as run_evaluation
+    from denoise.noise import NoiseSpec
+    from denoise.pipeline import UsageError
+    from denoise.registry import WeightsError
+
+    runtime.tensorflow()
+    options = EvalOptions(clean=tuple(clean), noise=NoiseSpec.parse(noise, level), model=model,
+                          sigma=model_sigma, seed=seed, denoised=denoised)
+    try:
+        results = run_evaluation(options)
+    except (UsageError, WeightsError, ValueError) as error:
+        _fail(str(error))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    click.echo(f"{'image':30s} {'noisy PSNR':>10s} {'PSNR':>8s} {'noisy SSIM':>10s} {'SSIM':>7s}")
+    for row in [*results["images"], {"image": "mean", **results["mean"]}]:
+        click.echo(f"{row['image'][:30]:30s} {row['noisy_psnr']:10.2f} {row.get('psnr', float('nan')):8.2f} "
+                   f"{row['noisy_ssim']:10.4f} {row.get('ssim', float('nan')):7.4f}")
