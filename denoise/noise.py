@@ -6,10 +6,13 @@ Levels are given per noise type:
 - ``poisson``: peak photon count of a white pixel (lower is noisier, e.g. 30).
 - ``salt-pepper``: fraction of pixels replaced by black or white (e.g. 0.05).
 - ``speckle``: standard deviation of the multiplicative factor (e.g. 0.2).
-- ``mixture``: each image draws one of the four types above, with its level drawn from the
-  type's default range scaled into the given range's position (see :data:`DEFAULT_RANGES`).
+- ``mixture``: each image draws one of the four types above and a level from that type's
+  range in :data:`DEFAULT_RANGES`; the level given for the mixture itself is not used.
 
 A level may be a single number ``25`` or a range ``10:50`` from which each image draws uniformly.
+
+Models with a noise-level input are fed :func:`effective_sigma`: the standard deviation, in [0, 1]
+units, of the noise a mid-grey pixel receives, so every type maps onto one scale.
 """
 
 from __future__ import annotations
@@ -42,23 +45,55 @@ class NoiseSpec:
         if self.kind not in KINDS:
             raise ValueError(f"unknown noise type {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.low > self.high or self.low < 0:
-            raise ValueError(f"invalid noise level range {self.low}:{self.high}")
+            raise ValueError(f"invalid noise level range {self.low:g}:{self.high:g}")
+        if self.kind == "poisson" and self.low <= 0:
+            raise ValueError("poisson: the peak photon count must be above 0 (lower is noisier)")
+        if self.kind == "salt-pepper" and self.high > 1:
+            raise ValueError("salt-pepper: the fraction of pixels hit must be within 0:1")
 
     @classmethod
     def parse(cls, kind: str, level: str | float | None) -> "NoiseSpec":
         """Build a spec from a type name and a level such as ``25`` or ``10:50`` (None: default)."""
-        if level is None or level == "":
-            low, high = DEFAULT_RANGES.get(kind, (0.0, 1.0))
-        elif isinstance(level, str) and ":" in level:
-            low_text, high_text = level.split(":", 1)
-            low, high = float(low_text), float(high_text)
-        else:
-            low = high = float(level)
+        try:
+            if level is None or level == "":
+                low, high = DEFAULT_RANGES.get(kind, (0.0, 0.0))
+            elif isinstance(level, str) and ":" in level:
+                low_text, high_text = level.split(":", 1)
+                low, high = float(low_text), float(high_text)
+            else:
+                low = high = float(level)
+        except ValueError:
+            raise ValueError(f"noise level {level!r} is not a number nor a range LOW:HIGH") from None
         return cls(kind, low, high)
 
     def describe(self) -> str:
         level = f"{self.low:g}" if self.low == self.high else f"{self.low:g}:{self.high:g}"
         return f"{self.kind} {level}"
+
+
+def effective_sigma(kind: str, level):
+    """Standard deviation in [0, 1] units of the noise of ``kind`` at ``level`` on a mid-grey pixel.
+
+    Works on floats and on TensorFlow tensors alike. It is what noise-level models are fed.
+    """
+    if kind == "gaussian":
+        return level / 255.0
+    if kind == "poisson":
+        return (0.5 / level) ** 0.5  # counts of mean 0.5 * peak, divided by the peak
+    if kind == "speckle":
+        return 0.5 * level
+    if kind == "salt-pepper":
+        return 0.5 * level**0.5  # a hit pixel is off by 0.5 whether it turns black or white
+    raise ValueError(f"no single noise level for {kind!r}")
+
+
+def draw(spec: NoiseSpec, rng: np.random.Generator) -> tuple[str, float]:
+    """The noise type and level one image gets: drawn from the spec's range (and type, for a mixture)."""
+    if spec.kind == "mixture":
+        kind = KINDS[int(rng.integers(0, 4))]
+        return kind, float(rng.uniform(*DEFAULT_RANGES[kind]))
+    level = rng.uniform(spec.low, spec.high) if spec.high > spec.low else spec.low
+    return spec.kind, float(level)
 
 
 def seed_for(name: str, seed: int) -> int:
@@ -93,11 +128,7 @@ def add_noise_uint(image: np.ndarray, spec: NoiseSpec, rng: np.random.Generator)
 
 
 def _add_noise_scaled(x: np.ndarray, spec: NoiseSpec, rng: np.random.Generator, peak: float):
-    kind, level = spec.kind, rng.uniform(spec.low, spec.high) if spec.high > spec.low else spec.low
-    if kind == "mixture":
-        kind = KINDS[rng.integers(0, 4)]
-        lo, hi = DEFAULT_RANGES[kind]
-        level = rng.uniform(lo, hi)
+    kind, level = draw(spec, rng)
     if kind == "gaussian":
         return x + rng.normal(0.0, level, size=x.shape)
     if kind == "poisson":
@@ -113,23 +144,48 @@ def _add_noise_scaled(x: np.ndarray, spec: NoiseSpec, rng: np.random.Generator, 
     return out
 
 
-def estimate_sigma(image: np.ndarray) -> float:
+def estimate_sigma(image: np.ndarray, patch: int = 7, max_patches: int = 60_000) -> float:
     """Estimate the Gaussian noise level of an image in [0, 1], in 0-255 units.
 
-    Robust median estimator on the finest diagonal Haar wavelet band (Donoho and Johnstone),
-    taken per channel and averaged. Image structure raises the median a little, so very clean
-    images read a few grey levels rather than 0.
+    The PCA method of Chen, Zhu and Heng (ICCV 2015): the covariance of image patches has
+    its smallest eigenvalues from noise alone; the largest tail of eigenvalues whose mean is
+    no more than its median is taken as pure noise, and its mean is sigma squared. Texture
+    lives in the large eigenvalues, so unlike wavelet estimators it does not read texture as
+    noise. Patches whose mean lies within 2.5 sigma of 0 or 1 are left out: clipping
+    shrinks the noise there.
     """
     pixels = np.asarray(image, np.float32)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
-    height, width = pixels.shape[0] // 2 * 2, pixels.shape[1] // 2 * 2
-    if height < 2 or width < 2:
+    height, width, channels = pixels.shape
+    if height < patch or width < patch:
         return 0.0
-    blocks = pixels[:height, :width]
-    diagonal = (blocks[0::2, 0::2] - blocks[0::2, 1::2] - blocks[1::2, 0::2] + blocks[1::2, 1::2]) / 2.0
-    per_channel = np.median(np.abs(diagonal.reshape(-1, pixels.shape[-1])), axis=0) / 0.6745
-    return float(np.mean(per_channel) * 255.0)
+    windows = np.lib.stride_tricks.sliding_window_view(pixels, (patch, patch), axis=(0, 1))
+    count = (height - patch + 1) * (width - patch + 1) * channels
+    stride = max(1, int(np.ceil(np.sqrt(count / max_patches))))
+    windows = windows[::stride, ::stride]  # (h', w', C, patch, patch)
+    vectors = windows.reshape(-1, patch * patch).astype(np.float64)
+    means = vectors.mean(axis=1)
+    sigma = _pca_sigma(vectors)
+    for _ in range(2):
+        # Keep patches whose mean is far enough from black and white that clipping did not
+        # shrink their noise; chosen by the patch mean, which the noise barely moves.
+        keep = (means > 2.5 * sigma) & (means < 1.0 - 2.5 * sigma)
+        if keep.sum() < 10 * patch * patch:
+            break
+        sigma = _pca_sigma(vectors[keep])
+    return float(sigma * 255.0)
+
+
+def _pca_sigma(vectors: np.ndarray) -> float:
+    if len(vectors) < vectors.shape[1] + 1:
+        return 0.0
+    eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(vectors, rowvar=False)))[::-1]
+    for start in range(len(eigenvalues)):
+        tail = eigenvalues[start:]
+        if tail.mean() <= np.median(tail):
+            return float(np.sqrt(max(tail.mean(), 0.0)))
+    return float(np.sqrt(max(eigenvalues[-1], 0.0)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,8 +196,8 @@ def estimate_sigma(image: np.ndarray) -> float:
 def add_noise_tf(image, spec: NoiseSpec, seed, clip: bool = True):
     """Noisy version of a float image in [0, 1], drawn with a stateless ``seed`` (shape [2]).
 
-    Returns ``(noisy, sigma)`` where ``sigma`` is the effective Gaussian-equivalent noise level
-    in [0, 1] units: it feeds the model's noise-level input during training.
+    Returns ``(noisy, sigma)`` where ``sigma`` is :func:`effective_sigma` of the noise drawn:
+    it feeds the model's noise-level input during training.
     """
     import tensorflow as tf
 
@@ -164,25 +220,25 @@ def add_noise_tf(image, spec: NoiseSpec, seed, clip: bool = True):
 def _uniform(seed, low, high):
     import tensorflow as tf
 
-    return tf.random.stateless_uniform([], seed, low, high + 1e-9, dtype=tf.float32)
+    return tf.random.stateless_uniform([], seed, low, high, dtype=tf.float32)
 
 
 def _tf_noise(image, kind, level, seeds):
     import tensorflow as tf
 
+    sigma = effective_sigma(kind, level)
     if kind == "gaussian":
-        sigma = level / 255.0
         return image + sigma * tf.random.stateless_normal(tf.shape(image), seeds[0]), sigma
     if kind == "poisson":
-        counts = tf.random.stateless_poisson(tf.shape(image), seeds[0], image * level)
-        # A Poisson image of peak p has std sqrt(x p)/p; report it at mid-grey.
-        return tf.cast(counts, tf.float32) / level, tf.sqrt(0.5 / level)
+        counts = tf.random.stateless_poisson(tf.shape(image), seeds[0], image * level, dtype=tf.float32)
+        return counts / level, sigma
     if kind == "speckle":
         noise = tf.random.stateless_normal(tf.shape(image), seeds[0]) * level
-        return image + image * noise, level * 0.5
+        return image + image * noise, sigma
+    # salt-pepper: the same pixels flip in every channel, half to black and half to white.
     shape = tf.shape(image)[:2]
     hit = tf.random.stateless_uniform(shape, seeds[0]) < level
     salt = tf.random.stateless_uniform(shape, seeds[1]) < 0.5
     hit, salt = hit[..., None], salt[..., None]
     noisy = tf.where(hit, tf.where(salt, 1.0, 0.0), image)
-    return noisy, tf.sqrt(level * 0.25)
+    return noisy, sigma
