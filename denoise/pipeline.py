@@ -287,8 +287,13 @@ class Runner:
         self.models: dict[str, object] = {}
         self.functions: dict[str, Callable] = {}
         self.warned_sigma = False
+        self.lock = threading.Lock()
 
     def model_for(self, channels: int):
+        with self.lock:  # called from the decode threads
+            return self._model_for(channels)
+
+    def _model_for(self, channels: int):
         from denoise import registry
 
         name = self.options.model
@@ -349,15 +354,15 @@ def _model_tiles(image: _Image):
             yield (index, None), tile
 
 
-def _decoded_stream(jobs: Iterator[Job], recorder: Recorder):
-    """tf.data: decode files in parallel (AUTOTUNE) and prefetch, in input order.
+def _decoded_stream(jobs: Iterator[Job], recorder: Recorder, prepare: Callable):
+    """tf.data: decode and ``prepare`` files in parallel (AUTOTUNE) and prefetch, in input order.
 
-    Yields ``(job, decoded or None)``; failed decodes come back with the job marked failed.
+    Yields ``(job, prepared or None)``; failed decodes come back with the job marked failed.
     """
     import tensorflow as tf
 
     lock = threading.Lock()
-    held: dict[int, tuple[Job, io.Decoded | None]] = {}
+    held: dict[int, tuple[Job, _Image | None]] = {}
     pending: dict[int, Job] = {}
 
     def generator():
@@ -375,12 +380,14 @@ def _decoded_stream(jobs: Iterator[Job], recorder: Recorder):
             job = pending.pop(index)
         job.started = time.time()
         try:
-            decoded = io.read_image(job.input)
+            prepared = prepare(job, io.read_image(job.input))
         except io.ImageError as error:
             job.status, job.reason = "failed", str(error)
-            decoded = None
+            prepared = None
+        except Exception as error:  # e.g. a model that cannot load: re-raised in the main thread
+            prepared = error
         with lock:
-            held[index] = (job, decoded)
+            held[index] = (job, prepared)
         return np.int64(index)
 
     dataset = tf.data.Dataset.from_generator(generator, output_signature=tf.TensorSpec([], tf.int64))
@@ -395,7 +402,10 @@ def _decoded_stream(jobs: Iterator[Job], recorder: Recorder):
     ).prefetch(2)
     for index in dataset.as_numpy_iterator():
         with lock:
-            yield held.pop(int(index))
+            job, prepared = held.pop(int(index))
+        if isinstance(prepared, Exception):
+            raise prepared
+        yield job, prepared
 
 
 def run_batch(options: RunOptions) -> dict:
@@ -407,11 +417,11 @@ def run_batch(options: RunOptions) -> dict:
         runner = Runner(options, warn)
         with concurrent.futures.ThreadPoolExecutor(options.workers) as writers:
             batcher = _Batcher(runner, options, writers, recorder)
-            for job, decoded in _decoded_stream(plan(options), recorder):
-                if decoded is None:
+            for job, prepared in _decoded_stream(plan(options), recorder, runner.prepare):
+                if prepared is None:
                     recorder.finish(job)
                     continue
-                batcher.add(runner.prepare(job, decoded))
+                batcher.add(prepared)
             batcher.flush_all()
 
     return _run_guarded(options, body)
