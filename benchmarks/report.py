@@ -1,0 +1,276 @@
+"""Render the benchmark results as markdown tables and the quality-vs-speed plot.
+
+  python benchmarks/report.py   # reads benchmarks/results/*.json, writes docs/results.md and docs/quality_vs_speed.png
+
+docs/results.md is the "Results" section of the README; nothing is measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+DOCS = common.REPO / "docs"
+PEER_ORDER = ["bm3d", "opencv-nlm", "skimage-nlm", "skimage-tv", "skimage-wavelet", "median", "noisy"]
+
+
+def method_order(method: str) -> tuple:
+    if method.startswith("denoise:"):
+        return (0, method.split(":")[1], method.endswith(":auto"))
+    return (1, PEER_ORDER.index(method) if method in PEER_ORDER else 99, "")
+
+
+def short_label(row: dict) -> str:
+    if row["method"].startswith("denoise:"):
+        _, model, sigma = row["method"].split(":")
+        return f"**denoise `{model}`**, sigma {'auto' if sigma == 'auto' else 'true'}"
+    return row["label"]
+
+
+def fmt_seconds(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def quality_tables(quality: dict) -> list[str]:
+    rows = [row for row in quality.get("rows", []) if "error" not in row]
+    lines = []
+    datasets = []
+    for row in rows:
+        if row["dataset"] not in datasets:
+            datasets.append(row["dataset"])
+    for dataset in datasets:
+        subset = [row for row in rows if row["dataset"] == dataset]
+        noises = []
+        for row in subset:
+            if row["noise"] not in noises:
+                noises.append(row["noise"])
+        noises.sort(key=lambda noise: (not noise.startswith("sigma"), float(noise.split()[-1].rstrip("%")) if noise.startswith("sigma") else noise))
+        first = subset[0]
+        lines.append(f"**{dataset}** ({first['images']} images, {first['megapixels']:.2f} MP, "
+                     f"{'colour' if first['colour'] else 'grey'}): PSNR dB / SSIM, and wall seconds per megapixel "
+                     f"(mean over the noise levels)\n")
+        header = ["method", *noises, "s/MP", "CPU s/MP"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+        methods = sorted({row["method"] for row in subset}, key=method_order)
+        best = {noise: max((row["psnr"] for row in subset if row["noise"] == noise and row["method"] != "noisy"), default=None)
+                for noise in noises}
+        for method in methods:
+            cells, seconds, cpu = [], [], []
+            label = None
+            for noise in noises:
+                match = next((row for row in subset if row["method"] == method and row["noise"] == noise), None)
+                if match is None:
+                    cells.append("")
+                    continue
+                label = label or short_label(match)
+                text = f"{match['psnr']:.2f} / {match['ssim']:.3f}"
+                cells.append(f"**{text}**" if match["psnr"] == best[noise] else text)
+                seconds.append(match["s_per_mp"])
+                cpu.append(match["cpu_s_per_mp"])
+            lines.append("| " + " | ".join([label, *cells, fmt_seconds(float(np.mean(seconds))),
+                                            fmt_seconds(float(np.mean(cpu)))]) + " |")
+        lines.append("")
+    return lines
+
+
+def throughput_table(throughput: dict) -> list[str]:
+    cases = throughput.get("cases", {})
+    if not cases:
+        return []
+    lines = ["| case | images | MP | floor img/s | floor MP/s | `denoise run` img/s | MP/s | x floor (wall) | "
+             "x floor (CPU) | x floor w/o start-up | peak RSS | BM3D s/MP | `denoise` s/MP | x faster than BM3D |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key in sorted(cases):
+        row = cases[key]
+        floor, run = row["floor"], row["denoise"]
+        bm3d = row.get("bm3d")
+        lines.append("| " + " | ".join([
+            f"({row['case']}) {row['what']}", f"{row['images']:,}", f"{row['megapixels']:.1f}",
+            f"{floor['images_per_s']:.1f}", f"{floor['megapixels_per_s']:.2f}", f"{run['images_per_s']:.2f}",
+            f"{run['megapixels_per_s']:.3f}", f"{row['ratio_to_floor']:.1f}", f"{row['ratio_to_floor_cpu']:.1f}",
+            f"{row['ratio_to_floor_excluding_startup']:.1f}", f"{run['peak_rss_mib']:.0f} MiB",
+            f"{bm3d['s_per_mp']:.0f}" if bm3d else "-", f"{run['s_per_mp']:.2f}",
+            f"{row['faster_than_bm3d']:.0f}x (CPU {row['faster_than_bm3d_cpu']:.0f}x)" if bm3d else "-",
+        ]) + " |")
+    return lines
+
+
+def profile_table(throughput: dict) -> list[str]:
+    cases = {key: row for key, row in throughput.get("cases", {}).items() if "profile" in row}
+    if not cases:
+        return []
+    stages = []
+    for row in cases.values():
+        for stage in row["profile"]["stages"]:
+            if stage not in stages:
+                stages.append(stage)
+    header = ["stage", *[f"({row['case']}) {row['images']:,} x {row['what'].split()[-3] if row['case'] != 'c' else '6000x4000'}"
+                         for row in cases.values()]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(cases)) + "|"]
+    for stage in stages:
+        cells = []
+        for row in cases.values():
+            entry = row["profile"]["stages"].get(stage)
+            cells.append("" if entry is None else f"{entry['wall_s']:.2f} s wall / {entry['thread_cpu_s']:.2f} s CPU")
+        lines.append("| " + " | ".join([stage, *cells]) + " |")
+    lines.append("| process total | " + " | ".join(
+        f"{row['profile']['wall_s']:.1f} s wall / {row['profile']['process_cpu_s']:.1f} s CPU" for row in cases.values()) + " |")
+    lines.append("| unattributed CPU (model arithmetic in TF's pool + Python/tf.data) | " + " | ".join(
+        f"{row['profile']['unattributed_cpu_s']:.1f} s" for row in cases.values()) + " |")
+    return lines
+
+
+def plot(quality: dict, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in quality.get("rows", []) if "error" not in row and row["method"] != "noisy"]
+    panels = []
+    for dataset, noise in (("Set12", "sigma 25"), ("McMaster18", "sigma 25"), ("McMaster18 (first 6)", "sigma 25")):
+        subset = [row for row in rows if row["dataset"] == dataset and row["noise"] == noise]
+        if subset and not any(dataset.startswith(name) for name, _ in panels):
+            panels.append((dataset, noise))
+    if not panels:
+        return False
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
+    for axis, (dataset, noise) in zip(axes[0], panels):
+        subset = sorted([row for row in rows if row["dataset"] == dataset and row["noise"] == noise],
+                        key=lambda row: method_order(row["method"]))
+        for row in subset:
+            ours = row["method"].startswith("denoise:")
+            axis.scatter(row["s_per_mp"], row["psnr"], s=60 if ours else 40, marker="*" if ours else "o",
+                         color="tab:red" if ours else "tab:blue", zorder=3)
+            label = short_label(row).replace("**", "").replace("`", "")
+            axis.annotate(label, (row["s_per_mp"], row["psnr"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        noisy = next((r for r in quality["rows"] if r["dataset"] == dataset and r["noise"] == noise and r["method"] == "noisy"), None)
+        if noisy:
+            axis.axhline(noisy["psnr"], color="grey", linestyle=":", linewidth=1)
+            axis.text(axis.get_xlim()[0] if False else min(r["s_per_mp"] for r in subset), noisy["psnr"] + 0.1,
+                      "noisy input", fontsize=7, color="grey")
+        axis.set_xscale("log")
+        axis.set_xlabel("seconds per megapixel (log scale, wall, shared 2-core CPU)")
+        axis.set_ylabel("PSNR (dB)")
+        axis.set_title(f"{dataset}, Gaussian {noise}")
+        axis.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quality", default=str(common.RESULTS / "quality.json"))
+    parser.add_argument("--throughput", default=str(common.RESULTS / "throughput.json"))
+    parser.add_argument("--profile", default=str(common.RESULTS / "throughput-profile.json"))
+    parser.add_argument("--markdown", default=str(DOCS / "results.md"))
+    parser.add_argument("--plot", default=str(DOCS / "quality_vs_speed.png"))
+    parser.add_argument("--notes", default=str(common.RESULTS / "notes.md"),
+                        help="Hand-written text appended after the tables (findings, caveats).")
+    args = parser.parse_args(argv)
+    quality = common.load_json(Path(args.quality))
+    throughput = common.load_json(Path(args.throughput))
+    profile = common.load_json(Path(args.profile))
+    machine = quality.get("machine") or throughput.get("machine") or common.machine()
+
+    lines = ["## Results", ""]
+    lines.append(f"Measured on {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
+                 f"no GPU, Python {machine['python']}, TensorFlow {machine['versions'].get('tensorflow')}, "
+                 f"bm3d {machine['versions'].get('bm3d')}, scikit-image {machine['versions'].get('scikit-image')}, "
+                 f"OpenCV {machine['versions'].get('opencv-python-headless')}.")
+    loads = [inv.get("load_start", [None])[0] for inv in quality.get("invocations", []) + throughput.get("invocations", [])]
+    loads = [value for value in loads if value is not None]
+    if loads:
+        lines.append(f"The 2 cores were shared with model training and other work: the 1-minute load average was "
+                     f"{min(loads):.1f}-{max(loads):.1f} during the runs (each row's load is in the JSON), so wall "
+                     "times are inflated several-fold and noisy; CPU seconds are the steadier figure. "
+                     "Ratios measured side by side in one run (x floor, x faster than BM3D) saw the same load.")
+    lines.append("")
+    models = {**quality.get("models", {}), **throughput.get("models", {})}
+    if models:
+        lines.append("Models:")
+        for name, model in models.items():
+            if name == "auto":
+                continue
+            training = model.get("training") or {}
+            lines.append(f"- `{name}`: {model.get('architecture', '?')} {model.get('model_args', '')}, "
+                         f"{model.get('parameters', '?'):,} parameters, {model.get('channels', '?')} channel(s), trained on "
+                         f"{Path(str(model.get('data', '?'))).name} with {model.get('noise', {}).get('type', '?')} noise "
+                         f"{model.get('noise', {}).get('low', '?'):g}-{model.get('noise', {}).get('high', '?'):g}; "
+                         f"snapshot after {training.get('epochs', '?')} epochs (validation PSNR {training.get('best_val_psnr', '?')} dB "
+                         f"on Set12, sigma 25), sha256 `{str(model.get('sha256'))[:12]}`.")
+        lines.append("")
+    lines += ["### Quality", "",
+              "Every method denoises the same noisy uint8 PNGs (protocol: clean uint8 + N(0, sigma^2) with the "
+              "per-image seed of `denoise eval`, rounded, clipped, PNG). PSNR (peak 255) and SSIM (11x11 Gaussian, "
+              "data range 255) of the uint8 output against the clean uint8 image, averaged over images. Bold: best "
+              "PSNR in the column. \"sigma true\": the model or peer is told the noise level (for Poisson and "
+              "salt-and-pepper, the RMS of noisy - clean over the set); \"sigma auto\": `--sigma auto`. `denoise` runs "
+              "through `denoise run` in a subprocess; its s/MP is the pipeline time from its report (model load, "
+              "decode, sigma estimate, model, encode, write), without the 3-4 CPU-second Python/TensorFlow start-up; "
+              "peers run in-process, decode + denoise + PNG encode. Peer settings: BM3D/CBM3D told sigma; OpenCV "
+              "fastNlMeans h = sigma (grey) / h = hColor = 0.6 sigma (colour), 7/21; skimage NL-means as in its docs "
+              "(h = 0.8 sigma_est, fast mode, 5/6); TV Chambolle weight = sigma_est / 255; wavelet BayesShrink soft.", ""]
+    lines += quality_tables(quality)
+    if Path(args.plot).name and plot(quality, Path(args.plot)):
+        lines += [f"![PSNR against seconds per megapixel](quality_vs_speed.png)", ""]
+    lines += ["### Speed", "",
+              "`denoise run` end to end (subprocess: start-up, model load, decode, model, encode, write) against "
+              "the floor: the same files decoded and re-encoded by the same code (`denoise.io`, Pillow), formats and "
+              "worker threads, no model (`benchmarks/floor.py`). x floor: wall-time ratio (lower is better); "
+              "w/o start-up: the pipeline time of the report against the floor's own loop. BM3D s/MP: CBM3D on a "
+              "sample of the same inputs (b: one 512x512 image; c: a 512x512 crop), decode + denoise + encode, in "
+              "the same run. Peak RSS: the `denoise run` process (os.wait4).", ""]
+    lines += throughput_table(throughput)
+    lines.append("")
+    for key in sorted(throughput.get("cases", {})):
+        seams = throughput["cases"][key].get("seams")
+        if seams:
+            lines.append(f"Seams (c): a {seams['crop']} crop denoised in 512 tiles and as one tile differs by at most "
+                         f"{seams['max_abs_diff']} grey level(s) (mean {seams['mean_abs_diff']:.4f}; near tile borders "
+                         f"{seams['mean_abs_diff_near_tile_borders']:.4f}, away from them "
+                         f"{seams['mean_abs_diff_away_from_borders']:.4f}; {seams['pixels_differing'] * 100:.2f}% of "
+                         "values differ at all).")
+            lines.append("")
+    prof = profile_table(profile or throughput)
+    if prof:
+        lines += ["### Where the time goes", "",
+                  "`benchmarks/profile_run.py` runs the same `denoise run` with timers around each stage "
+                  "(wall seconds overlap across threads; CPU is that of the calling thread). Measured on "
+                  + ("smaller runs of the same cases (" + ", ".join(
+                      f"({row['case']}) {row['images']:,} images" for row in (profile or throughput)["cases"].values())
+                     + ")." if profile else "the same cases."), ""]
+        lines += prof
+        lines.append("")
+    notes = Path(args.notes)
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
+    lines += ["### Reproduce", "", "```"]
+    commands = [inv["command"] for inv in quality.get("invocations", []) + throughput.get("invocations", []) + profile.get("invocations", [])]
+    seen = []
+    for command in commands:
+        if command not in seen:
+            seen.append(command)
+    lines += seen
+    lines += ["python benchmarks/report.py", "```", ""]
+    Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.markdown).write_text("\n".join(lines))
+    print(f"wrote {args.markdown} and {args.plot}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
