@@ -156,68 +156,113 @@ def models(as_json):
 @main.command()
 @click.option("--data", required=True,
               help="Clean images: a folder (recursive), PATH.npz with x_train/x_test, or tfds:NAME[:SPLIT].")
-@click.option("--data-dir", help="Folder of already prepared tfds data sets (nothing is downloaded).")
+@click.option("--data-dir", help="Folder of prepared tfds data sets (default ~/tensorflow_datasets); "
+                                 "a data set missing there is downloaded when online.")
 @click.option("--val-data", help="Separate validation images (same forms as --data); default: held out from --data.")
 @click.option("--arch", type=click.Choice(["unet", "conv", "dense"]), default="unet", show_default=True,
               help="unet: residual U-Net with noise-level input; conv, dense: the tutorial's autoencoders.")
 @click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True, help="1 grey, 3 colour.")
-@click.option("--filters", type=int, default=None, help="Base filter count (conv default 32, unet 32).")
-@click.option("--depth", type=int, default=None, help="unet: resolution levels (default 3).")
-@click.option("--blocks", type=int, default=None, help="unet: convolutions per residual block (default 2).")
-@click.option("--latent-dim", type=int, default=None, help="dense: size of the code (default 64).")
+@click.option("--filters", type=click.IntRange(1), default=None, help="conv, unet: base filter count (default 16, 32).")
+@click.option("--depth", type=click.IntRange(1), default=None, help="unet: resolution levels (default 3).")
+@click.option("--blocks", type=click.IntRange(1), default=None, help="unet: convolutions per residual block (default 2).")
+@click.option("--latent-dim", type=click.IntRange(1), default=None, help="dense: size of the code (default 64).")
 @click.option("--noise", type=click.Choice(["gaussian", "poisson", "salt-pepper", "speckle", "mixture"]),
               default="gaussian", show_default=True, help="Noise added on the fly to every training image.")
-@click.option("--sigma", "level", default="0:75", show_default=True,
-              help="Noise level or range LOW:HIGH drawn per image (units as in `add-noise --level`).")
+@click.option("--sigma", "level", default=None,
+              help="Noise level or range LOW:HIGH drawn per image (units as in `add-noise --level`); default "
+                   "gaussian 0:75, poisson 10:100, salt-pepper 0.01:0.1, speckle 0.05:0.3 (mixture: those).")
 @click.option("--clip/--no-clip", default=True, show_default=True, help="Clip noisy images to [0, 1].")
-@click.option("--patch-size", type=int, default=64, show_default=True, help="Training patch size for folders.")
-@click.option("--epochs", type=int, default=20, show_default=True, help="Epochs to train (in total, across resumes).")
-@click.option("--steps-per-epoch", type=int, default=None, help="Batches per epoch (default: one pass over the images).")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Patches per batch.")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Random flips and 90-degree turns.")
+@click.option("--patch-size", type=click.IntRange(4), default=None,
+              help="Training patch size (default 64 for folders, whole images for .npz/tfds of one size); "
+                   "smaller images are mirror-padded. dense: its input size.")
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True, help="Epochs to train (in total, across resumes).")
+@click.option("--steps-per-epoch", type=click.IntRange(1), default=None, help="Batches per epoch (default: one pass over the images).")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Patches per batch.")
 @click.option("--loss", type=click.Choice(["mse", "l1", "bce"]), default="mse", show_default=True, help="Training loss.")
-@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True, help="Initial learning rate (Adam).")
+@click.option("--lr", "learning_rate", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
+              help="Initial learning rate (Adam).")
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
-              help="Learning-rate schedule over all epochs.")
-@click.option("--early-stopping", type=int, default=0, show_default=True, help="Stop after N epochs without a better validation PSNR (0: off).")
-@click.option("--reduce-lr-on-plateau", type=int, default=0, show_default=True, help="Halve the LR after N flat epochs (0: off).")
-@click.option("--val-sigma", type=float, default=25.0, show_default=True, help="Gaussian sigma of the fixed validation noise.")
-@click.option("--val-count", type=int, default=1000, show_default=True, help="At most this many validation images.")
+              help="Learning-rate schedule: cosine decay to 1 % over all epochs, or constant.")
+@click.option("--early-stopping", type=click.IntRange(0), default=0, show_default=True,
+              help="Stop after N epochs without a better validation PSNR (0: off).")
+@click.option("--reduce-lr-on-plateau", type=click.IntRange(0), default=0, show_default=True,
+              help="Halve the LR after N epochs without a better validation PSNR (0: off; needs --schedule constant).")
+@click.option("--val-sigma", type=click.FloatRange(0), default=25.0, show_default=True,
+              help="Sigma of the fixed Gaussian validation noise (other noise types validate on their own noise).")
+@click.option("--val-count", type=click.IntRange(1), default=1000, show_default=True, help="At most this many validation images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, patches and noise.")
 @click.option("--logdir", help="Write TensorBoard logs here.")
 @click.option("--strategy", type=click.Choice(["auto", "mirrored", "multiworker"]), default="auto", show_default=True,
-              help="tf.distribute strategy: mirrored over local GPUs, multiworker over machines (TF_CONFIG).")
-@click.option("--name", help="Registry name; with it, the model's entry is written to the manifest beside --out.")
+              help="tf.distribute strategy: mirrored over local devices, multiworker over machines (TF_CONFIG); "
+                   "auto: mirrored when there are several GPUs.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="auto uses the GPUs when TensorFlow sees some.")
+@click.option("--name", help="Registry name; with it (or with --out in weights/) the model's entry is written "
+                             "to the manifest.json beside --out.")
 @click.option("--resume", is_flag=True, help="Continue the run saved beside --out (same epoch and optimizer state).")
 @click.option("--out", required=True, type=click.Path(), help="Where the best model (.keras) goes; run state in OUT.run/.")
-def train(data, data_dir, val_data, arch, channels, filters, depth, blocks, latent_dim, noise, level, clip, patch_size,
-          epochs, steps_per_epoch, batch_size, loss, learning_rate, schedule, early_stopping, reduce_lr_on_plateau,
-          val_sigma, val_count, seed, logdir, strategy, name, resume, out):
-    """Train a denoising autoencoder on clean images with noise added on the fly."""
-    from denoise.data import DataOptions, DataUnavailable
+@click.pass_context
+def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks, latent_dim, noise, level, clip,
+          augment, patch_size, epochs, steps_per_epoch, batch_size, loss, learning_rate, schedule, early_stopping,
+          reduce_lr_on_plateau, val_sigma, val_count, seed, logdir, strategy, device, name, resume, out):
+    """Train a denoising autoencoder on clean images with noise added on the fly.
+
+    Each epoch writes OUT.run/checkpoint.keras; Ctrl-C saves it too, and --resume continues.
+    Exit status: 0 trained, 2 usage error or missing data, 130 interrupted.
+    """
+    from denoise import runtime
+
+    try:
+        runtime.tensorflow(device)  # before anything imports it, to keep its start-up logs quiet
+    except ValueError as error:
+        _fail(str(error))
+    from denoise.data import DataOptions
     from denoise.noise import NoiseSpec
     from denoise.train import TrainOptions, train as run_training
 
     model_args = {key: value for key, value in
                   {"filters": filters, "depth": depth, "blocks": blocks, "latent_dim": latent_dim}.items()
                   if value is not None}
+    try:
+        spec = NoiseSpec.parse(noise, "0:75" if level is None and noise == "gaussian" else level)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--sigma") from None
     data_options = DataOptions(
-        source=data, channels=int(channels), patch_size=patch_size, batch_size=batch_size,
-        noise=NoiseSpec.parse(noise, level), clip=clip, seed=seed, data_dir=data_dir, validation=val_data,
-        validation_sigma=val_sigma, validation_count=val_count,
+        source=data, channels=int(channels), patch_size=patch_size, batch_size=batch_size, noise=spec, clip=clip,
+        seed=seed, data_dir=data_dir, validation=val_data, validation_sigma=val_sigma, validation_count=val_count,
+        augment=augment,
     )
     options = TrainOptions(
         data=data_options, out=out, arch=arch, model_args=model_args, epochs=epochs,
         steps_per_epoch=steps_per_epoch, loss=loss, learning_rate=learning_rate, schedule=schedule,
         early_stopping=early_stopping, reduce_on_plateau=reduce_lr_on_plateau, logdir=logdir,
-        strategy=strategy, resume=resume, name=name, command=shlex.join(["denoise", *(arg for arg in sys.argv[1:] if arg != "--resume")]),
+        strategy=strategy, resume=resume, name=name, command=_command_line(ctx, skip=("resume", "device")),
     )
     try:
         summary = run_training(options, log=lambda message: click.echo(message, err=True))
-    except (DataUnavailable, ValueError) as error:
+    except ValueError as error:  # DataUnavailable, WeightsError and bad combinations of options
         _fail(str(error))
     except KeyboardInterrupt:
         sys.exit(130)
     click.echo(json.dumps(summary))
+
+
+def _command_line(ctx: click.Context, skip: tuple[str, ...] = ()) -> str:
+    """The command that repeats this one: every option that differs from its default, however it
+    was invoked (shell, script or test), less those in ``skip`` that do not change the result."""
+    words = ["denoise", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in skip or value is None or value == param.default:
+            continue
+        if getattr(param, "is_flag", False) and param.secondary_opts:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        elif getattr(param, "is_flag", False):
+            words.append(param.opts[0])
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)
 
 
 @main.command("eval")

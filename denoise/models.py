@@ -10,6 +10,8 @@ or PyTorch backend and the saved ``.keras`` file loads under any of them.
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 from keras import layers, ops
 
@@ -70,20 +72,21 @@ def dense_autoencoder(latent_dim: int = 64, size: int = 28, channels: int = 1) -
     return keras.Model(inputs, decoder(encoder(inputs)), name="dense_autoencoder")
 
 
-def conv_autoencoder(filters: int = 32, channels: int = 1) -> keras.Model:
+def conv_autoencoder(filters: int = 16, channels: int = 1) -> keras.Model:
     """The tutorial's convolutional autoencoder, fully convolutional so it takes any size.
 
-    Encoder: Conv2D(filters) and Conv2D(2*filters), 3x3, stride 2, relu. Decoder: the mirror
-    with Conv2DTranspose, then a 3x3 Conv2D to ``channels`` with a sigmoid. Sizes must be
-    multiples of 4 (the pipeline pads).
+    Encoder: Conv2D(filters) then Conv2D(filters / 2), 3x3, stride 2, relu (16 and 8 in the
+    tutorial). Decoder: the mirror with Conv2DTranspose, then a 3x3 Conv2D to ``channels`` with
+    a sigmoid. Sizes must be multiples of 4 (the pipeline pads).
     """
+    narrow = max(1, filters // 2)
     inputs = keras.Input((None, None, channels), name="image")
     x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(inputs)
-    x = layers.Conv2D(2 * filters, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(narrow, 3, strides=2, padding="same", activation="relu")(x)
     encoder = keras.Model(inputs, x, name="encoder")
 
-    code = keras.Input((None, None, 2 * filters), name="code")
-    y = layers.Conv2DTranspose(2 * filters, 3, strides=2, padding="same", activation="relu")(code)
+    code = keras.Input((None, None, narrow), name="code")
+    y = layers.Conv2DTranspose(narrow, 3, strides=2, padding="same", activation="relu")(code)
     y = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(y)
     y = layers.Conv2D(channels, 3, padding="same", activation="sigmoid")(y)
     decoder = keras.Model(code, y, name="decoder")
@@ -156,7 +159,18 @@ ARCHITECTURES = {
 
 
 def build(arch: str, **kwargs) -> keras.Model:
-    """Build an architecture by name with its keyword arguments (e.g. ``filters=4``)."""
+    """Build an architecture by name with its keyword arguments (e.g. ``filters=4``).
+
+    Raises ValueError for an unknown architecture, an argument it does not take, or a size
+    argument below 1.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    accepted = inspect.signature(ARCHITECTURES[arch]).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"{arch} takes no {', '.join(unknown)}; it takes {', '.join(accepted)}")
+    small = [key for key, value in kwargs.items() if isinstance(value, int) and not isinstance(value, bool) and value < 1]
+    if small:
+        raise ValueError(f"{arch}: {', '.join(small)} must be at least 1")
     return ARCHITECTURES[arch](**kwargs)

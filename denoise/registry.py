@@ -143,11 +143,16 @@ def size_multiple(model) -> int:
 
 def record_training(options, summary: dict) -> dict:
     """Add or replace the manifest entry of a model trained into a weights folder."""
+    from denoise.data import describe_validation
+
     out = Path(options.out)
     folder = out.parent
     manifest = load_manifest(folder)
     old = find(options.name, folder) or {}
     data = options.data
+    # Metrics measured on an earlier file no longer hold; default_for and notes are kept.
+    old.pop("metrics", None)
+    noise = f"sigma{data.validation_sigma:g}" if data.noise.kind == "gaussian" else data.noise.kind
     entry = {
         **old,
         "name": options.name,
@@ -159,9 +164,11 @@ def record_training(options, summary: dict) -> dict:
         "channels": data.channels,
         "noise": {"type": data.noise.kind, "low": data.noise.low, "high": data.noise.high, "clip": data.clip},
         "data": data.source,
+        "validation_data": describe_validation(data),
         "command": options.command,
         "parameters": summary["parameters"],
         "training": {key: summary[key] for key in ("epochs", "seconds", "best_val_psnr")},
+        "metrics": {f"val_psnr_{noise}": summary["best_val_psnr"]},
     }
     manifest["models"] = [model for model in manifest["models"] if model["name"] != options.name] + [entry]
     write_manifest(manifest, folder)

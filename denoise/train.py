@@ -3,15 +3,19 @@
 A run keeps its state in ``<out>.run/``: ``checkpoint.keras`` (model and optimizer, written every
 epoch and on Ctrl-C), ``state.json`` (the options, the epoch reached, the best validation PSNR),
 ``history.json``, ``loss.png`` and ``comparison.png``. ``--resume`` continues from there with the
-same epoch count and optimizer state. The best model (by validation PSNR) goes to ``<out>``.
+same epoch count and optimizer state. The best model (by validation PSNR) goes to ``<out>``,
+without its optimizer; with a registry name (or when ``<out>`` is in the registry folder) its
+entry is written to the ``manifest.json`` beside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from denoise import models  # noqa: F401  registers the custom layers that checkpoints name
 from denoise.data import DataOptions
 
 LOSSES = ("mse", "l1", "bce")
@@ -46,6 +51,34 @@ class TrainOptions:
     name: str | None = None  # the registry name, when the output goes to a manifest
 
 
+SCHEDULES = ("cosine", "constant")
+STRATEGIES = ("auto", "mirrored", "multiworker")
+
+
+def check(options: TrainOptions) -> None:
+    """Raise ValueError for options that cannot work together, before any data is loaded."""
+    if options.loss not in LOSSES:
+        raise ValueError(f"unknown loss {options.loss!r}; choose one of {', '.join(LOSSES)}")
+    if options.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {options.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if options.strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {options.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if options.reduce_on_plateau and options.schedule != "constant":
+        raise ValueError("--reduce-lr-on-plateau sets the learning rate itself: use it with --schedule constant")
+    if options.epochs < 1 or options.data.batch_size < 1 or (options.steps_per_epoch or 1) < 1:
+        raise ValueError("epochs, batch size and steps per epoch must be at least 1")
+    if options.data.patch_size is not None and options.data.patch_size < 4:
+        raise ValueError("the patch size must be at least 4")
+    if options.logdir and not _has_tensorboard():
+        raise ValueError("--logdir needs the tensorboard package (pip install tensorboard)")
+    if not str(options.out).endswith(".keras"):
+        raise ValueError(f"--out {options.out}: the model file name must end in .keras")
+
+
+def _has_tensorboard() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 def run_dir(out: str) -> Path:
     return Path(f"{out}.run")
 
@@ -55,71 +88,150 @@ def psnr(y_true, y_pred):
     """PSNR in dB on outputs rounded to 8 bits, as the benchmarks measure it."""
     y_pred = ops.round(ops.clip(y_pred, 0.0, 1.0) * 255.0) / 255.0
     mse = ops.mean(ops.square(y_true - y_pred), axis=(1, 2, 3))
-    return ops.mean(-10.0 * ops.log(ops.maximum(mse, 1e-10)) / math.log(10.0))
+    # Per image: Keras averages per-sample values itself (a scalar here is averaged wrongly).
+    return -10.0 * ops.log(ops.maximum(mse, 1e-10)) / math.log(10.0)
 
 
 def _loss(name: str):
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     return {"mse": "mean_squared_error", "l1": "mean_absolute_error", "bce": "binary_crossentropy"}[name]
 
 
 def _strategy(name: str):
+    """The tf.distribute strategy: mirrored over the local devices, multi-worker over machines
+    (TF_CONFIG), and for auto mirrored when there are several GPUs, else the default one."""
     import tensorflow as tf
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if name != "auto":
-        raise ValueError(f"unknown strategy {name!r}; choose auto, mirrored or multiworker")
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
-def train(options: TrainOptions, log=print) -> dict:
-    """Train as ``options`` say; return the summary (best validation PSNR, epochs, seconds)."""
-    import tensorflow as tf
+def _is_chief(strategy) -> bool:
+    """Whether this worker writes the files: all of them but the first of a multi-worker run
+    train in step and would only overwrite its checkpoint."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
 
-    from denoise import data, models, registry
 
+def train(options: TrainOptions, log=print, callbacks=()) -> dict:
+    """Train as ``options`` say; return the summary (best validation PSNR, epochs, seconds).
+
+    ``callbacks`` are extra Keras callbacks. Ctrl-C saves the checkpoint and re-raises
+    KeyboardInterrupt; ``options.resume`` then continues from it.
+    """
+    from denoise import data, registry
+
+    check(options)
+    strategy = _strategy(options.strategy)  # first: multi-worker must set TensorFlow up itself
     keras.utils.set_random_seed(options.data.seed)
     folder = run_dir(options.out)
-    folder.mkdir(parents=True, exist_ok=True)
-    state_path = folder / "state.json"
     state = {"epoch": 0, "best_psnr": -1.0, "seconds": 0.0}
-    if options.resume and state_path.exists():
-        state.update(json.loads(state_path.read_text())["state"])
+    if options.resume and (folder / "state.json").exists():
+        saved = json.loads((folder / "state.json").read_text())
+        state.update(saved["state"])
+        for key, (before, now) in _changed(saved.get("options", {}), dataclasses.asdict(options)).items():
+            log(f"warning: --resume with {key} {now!r}, the saved run had {before!r}")
 
-    train_images, held = data.clean_images(options.data.source, options.data.channels, options.data.data_dir)
-    if options.data.validation:
-        val_images = data.clean_images(options.data.validation, options.data.channels, options.data.data_dir)[0]
-    elif held is None:
-        train_images, val_images = data.split_files(train_images)
-    else:
-        val_images = held
-
-    with _strategy(options.strategy).scope():
-        checkpoint = folder / "checkpoint.keras"
+    train_images, val_images = _images(options.data)
+    patch = options.data.patch_size or data.natural_patch(train_images)
+    checkpoint = folder / "checkpoint.keras"
+    with strategy.scope():
         if options.resume and checkpoint.exists():
             model = keras.saving.load_model(checkpoint)
-            log(f"resuming {checkpoint} at epoch {state['epoch']}")
+            log(f"resuming {checkpoint} at epoch {state['epoch']} of {options.epochs}")
         else:
-            model = models.build(options.arch, channels=options.data.channels, **options.model_args)
-            model.compile(
-                optimizer=keras.optimizers.Adam(_learning_rate(options, len(train_images))),
-                loss=_loss(options.loss),
-                metrics=[psnr],
-            )
-    with_sigma = len(model.inputs) > 1
-    multiple = registry.size_multiple(model)
-    steps = options.steps_per_epoch or max(1, len(train_images) // options.data.batch_size)
-    train_set = data.training_dataset(train_images, options.data, with_sigma, start_step=state["epoch"] * steps)
-    if model.inputs[0].shape[1] is not None:  # fixed-size models (dense) train on whole images
-        multiple = 1
-    val_set = data.validation_dataset(val_images, options.data, with_sigma, multiple)
+            model = _new_model(options, patch, len(train_images))
+    log(f"{model.name}: {model.count_params():,} parameters, {strategy.num_replicas_in_sync} replica(s) "
+        f"({type(strategy).__name__}), {len(train_images)} training and "
+        f"{min(len(val_images), options.data.validation_count)} validation images")
 
-    callbacks = [_checkpointer(options, folder, state, log)]
+    fixed = model.inputs[0].shape[1]  # the dense model's one input size, else None
+    multiple = registry.size_multiple(model)
+    patch = fixed or -(-patch // multiple) * multiple
+    data_options = dataclasses.replace(options.data, patch_size=patch)
+    with_sigma = len(model.inputs) > 1
+    steps = _steps(options, len(train_images))
+    train_set = data.training_dataset(train_images, data_options, with_sigma, start_step=state["epoch"] * steps)
+    val_set = data.validation_dataset(val_images, data_options, with_sigma, multiple, size=fixed)
+
+    chief = _is_chief(strategy)
+    folder = folder if chief else Path(tempfile.mkdtemp(prefix="denoise-worker-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpointer = _checkpointer(options, folder, state, log, val_set, write_outputs=chief)
+    started = time.time()
+    try:
+        model.fit(
+            train_set,
+            epochs=options.epochs,
+            initial_epoch=state["epoch"],
+            steps_per_epoch=steps,
+            callbacks=[checkpointer, *_keras_callbacks(options), *callbacks],
+            shuffle=False,  # the tf.data pipeline shuffles
+            verbose=2 if not sys.stdout.isatty() else 1,
+        )
+    except KeyboardInterrupt:
+        _save_atomic(model, folder / "checkpoint.keras")
+        checkpointer.save_state()
+        log(f"interrupted: checkpoint saved in {folder}; rerun with --resume to continue")
+        raise
+    if chief:
+        _figures(folder, val_set, model)
+    return {**_summary(state, model), "seconds_this_run": round(time.time() - started, 1)}
+
+
+def _changed(saved: dict, now: dict, prefix: str = "") -> dict:
+    """Options that differ from the saved run's, by dotted name (epochs and bookkeeping aside)."""
+    changed = {}
+    for key, value in now.items():
+        if key in ("epochs", "resume", "command") or key not in saved:
+            continue
+        if isinstance(value, dict) and isinstance(saved[key], dict) and key != "model_args":
+            changed.update(_changed(saved[key], value, f"{prefix}{key}."))
+        elif json.loads(json.dumps(value, default=str)) != saved[key]:
+            changed[prefix + key] = (saved[key], value)
+    return changed
+
+
+def _images(options: DataOptions):
+    """``(train, validation)`` clean images, never sharing one."""
+    from denoise import data
+
+    train_images, held = data.clean_images(options.source, options.channels, options.data_dir)
+    if options.validation:
+        val_images = data.validation_images(options.validation, options.channels, options.data_dir)
+        return data.without(train_images, val_images), val_images
+    if held is None:
+        return data.split_files(train_images)
+    return train_images, held
+
+
+def _new_model(options: TrainOptions, patch: int, images: int):
+    """A fresh, compiled model; the dense model's input size is the patch size."""
+    from denoise import models
+
+    model_args = dict(options.model_args)
+    if options.arch == "dense":
+        model_args.setdefault("size", patch)
+    model = models.build(options.arch, channels=options.data.channels, **model_args)
+    model.compile(
+        optimizer=keras.optimizers.Adam(_learning_rate(options, _steps(options, images))),
+        loss=_loss(options.loss),
+        metrics=[psnr],
+    )
+    return model
+
+
+def _steps(options: TrainOptions, images: int) -> int:
+    return options.steps_per_epoch or max(1, images // options.data.batch_size)
+
+
+def _keras_callbacks(options: TrainOptions) -> list:
+    callbacks = []
     if options.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping("val_psnr", patience=options.early_stopping, mode="max"))
     if options.reduce_on_plateau:
@@ -128,25 +240,7 @@ def train(options: TrainOptions, log=print) -> dict:
         )
     if options.logdir:
         callbacks.append(keras.callbacks.TensorBoard(options.logdir))
-
-    started = time.time()
-    try:
-        model.fit(
-            train_set,
-            epochs=options.epochs,
-            initial_epoch=state["epoch"],
-            steps_per_epoch=steps,
-            validation_data=val_set,
-            callbacks=callbacks,
-            verbose=2 if not sys.stdout.isatty() else 1,
-        )
-    except KeyboardInterrupt:
-        model.save(checkpoint)
-        callbacks[0].save_state()
-        log(f"interrupted: checkpoint saved in {folder}; rerun with --resume to continue")
-        raise
-    _figures(folder, val_set, model)
-    return {**_summary(state, model), "seconds_this_run": round(time.time() - started, 1)}
+    return callbacks
 
 
 def _summary(state: dict, model) -> dict:
@@ -158,20 +252,47 @@ def _summary(state: dict, model) -> dict:
     }
 
 
-def _learning_rate(options: TrainOptions, images: int):
-    import keras
-
+def _learning_rate(options: TrainOptions, steps: int):
     if options.schedule == "constant":
         return options.learning_rate
-    if options.schedule != "cosine":
-        raise ValueError(f"unknown schedule {options.schedule!r}; choose cosine or constant")
-    steps = options.steps_per_epoch or max(1, images // options.data.batch_size)
     return keras.optimizers.schedules.CosineDecay(options.learning_rate, options.epochs * steps, alpha=0.01)
 
 
-def _checkpointer(options: TrainOptions, folder: Path, state: dict, log):
-    """A Keras callback that saves the checkpoint and state each epoch, the best model to ``out``."""
+def registry_name(options: TrainOptions) -> str | None:
+    """The manifest name of the output: ``--name``, else the file's stem when it goes to the
+    registry folder (weights/), else None (no manifest)."""
     from denoise import registry
+
+    if options.name:
+        return options.name
+    out = Path(options.out)
+    if out.parent.resolve() == registry.weights_dir().resolve():
+        return out.stem
+    return None
+
+
+def validate(model, val_set, loss: str = "mse") -> dict:
+    """``val_loss`` and ``val_psnr``: means over the validation images, on one device.
+
+    Keras's own validation splits each batch over the replicas of a strategy, and fails on a
+    batch of one image (images of different sizes come one by one) with two or more replicas.
+    """
+    loss_function = keras.losses.get(_loss(loss))
+    losses, psnrs = [], []
+    for inputs, clean in val_set:
+        output = model(inputs, training=False)
+        losses.append(np.asarray(ops.mean(loss_function(clean, output), axis=(1, 2))))
+        psnrs.append(np.asarray(psnr(clean, output)))
+    return {"val_loss": float(np.mean(np.concatenate(losses))), "val_psnr": float(np.mean(np.concatenate(psnrs)))}
+
+
+def _checkpointer(options: TrainOptions, folder: Path, state: dict, log, val_set, write_outputs: bool = True):
+    """A Keras callback that validates and saves the checkpoint and state each epoch, the best
+    model to ``out`` and its manifest entry (only the checkpoint and state when ``write_outputs``
+    is false). It must come first: the callbacks after it read the validation metrics it adds."""
+    from denoise import registry
+
+    name = registry_name(options)
 
     class Checkpointer(keras.callbacks.Callback):
         def __init__(self):
@@ -185,18 +306,21 @@ def _checkpointer(options: TrainOptions, folder: Path, state: dict, log):
             self.epoch_started = time.time()
 
         def on_epoch_end(self, epoch, logs=None):
+            logs = {} if logs is None else logs
+            logs.update(validate(self.model, val_set, options.loss))
             state["epoch"] = epoch + 1
             state["seconds"] += time.time() - self.epoch_started
-            record = {key: float(value) for key, value in (logs or {}).items()}
+            record = {key: float(value) for key, value in logs.items()}
             record.update(epoch=epoch + 1, seconds=round(state["seconds"], 1))
             self.history.append(record)
             val = record.get("val_psnr", -1.0)
             if val > state["best_psnr"]:
                 state["best_psnr"] = val
-                _save_inference_model(self.model, Path(options.out))
-                if options.name:
-                    registry.record_training(options, _summary(state, self.model))
-            self.model.save(folder / "checkpoint.keras")
+                if write_outputs:
+                    _save_inference_model(self.model, Path(options.out))
+                    if name:
+                        registry.record_training(dataclasses.replace(options, name=name), _summary(state, self.model))
+            _save_atomic(self.model, folder / "checkpoint.keras")
             self.save_state()
             log(f"epoch {epoch + 1}: val_psnr {val:.2f} dB (best {state['best_psnr']:.2f})")
 
@@ -215,15 +339,19 @@ def _write_json(path: Path, value) -> None:
 
 
 def _save_inference_model(model, out: Path) -> None:
-    """Save the model without its optimizer: smaller, and what ``denoise run`` needs."""
-    import keras
+    """Save the model without its optimizer: a third of the size, and what ``denoise run`` needs."""
+    # A model rebuilt from its config carries no optimizer (clone_model keeps it: 3x the size).
+    bare = keras.Model.from_config(model.get_config())
+    bare.set_weights(model.get_weights())
+    _save_atomic(bare, out)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean = keras.models.clone_model(model)
-    clean.set_weights(model.get_weights())
-    temporary = out.with_name(f".{out.name}.tmp.keras")
-    clean.save(temporary)
-    temporary.replace(out)
+
+def _save_atomic(model, path: Path) -> None:
+    """Save through a temporary file and a rename: Ctrl-C while saving keeps the previous file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp.keras")
+    model.save(temporary)
+    temporary.replace(path)
 
 
 def _loss_curve(path: Path, history: list[dict]) -> None:

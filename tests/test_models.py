@@ -1,0 +1,78 @@
+"""Architectures: shapes, the tutorial's sizes, save and load, and backend independence."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from denoise import models, registry
+
+
+def image(batch: int = 2, size: int = 32, channels: int = 1) -> np.ndarray:
+    return np.random.default_rng(0).random((batch, size, size, channels), dtype=np.float32)
+
+
+def test_the_tutorial_models_have_the_tutorial_sizes():
+    # TensorFlow's autoencoder tutorial: Dense(64) code on 28x28, and Conv 16 -> 8 -> ConvT 8 -> 16 -> 1.
+    assert models.dense_autoencoder().count_params() == 784 * 64 + 64 + 64 * 784 + 784
+    assert models.conv_autoencoder().count_params() == 160 + 1160 + 584 + 1168 + 145
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_architecture_maps_an_image_to_one_of_the_same_shape(channels):
+    x = image(channels=channels)
+    dense = models.build("dense", latent_dim=8, size=32, channels=channels)
+    conv = models.build("conv", filters=4, channels=channels)
+    unet = models.build("unet", filters=4, depth=3, blocks=1, channels=channels)
+    for model, inputs in ((dense, x), (conv, x), (unet, {"image": x, "sigma": np.full((2, 1), 0.1, np.float32)})):
+        output = np.asarray(model(inputs))
+        assert output.shape == x.shape, model.name
+        assert np.isfinite(output).all()
+    assert 0 <= np.asarray(conv(x)).min() and np.asarray(conv(x)).max() <= 1  # sigmoid output
+
+
+def test_size_multiples_and_fixed_sizes_are_read_off_the_model():
+    assert registry.size_multiple(models.conv_autoencoder(filters=4)) == 4
+    assert registry.size_multiple(models.unet(filters=4, depth=3, blocks=1)) == 8
+    described = registry.describe(models.dense_autoencoder(latent_dim=4, size=28))
+    assert described.tile_size == 28 and described.multiple == 1 and not described.noise_level_input
+    assert registry.describe(models.unet(filters=4, depth=2, blocks=1)).noise_level_input
+    assert not registry.describe(models.unet(filters=4, depth=2, blocks=1, noise_level_input=False)).noise_level_input
+
+
+def test_the_noise_level_input_changes_the_output():
+    unet = models.unet(filters=4, depth=2, blocks=1)
+    x = image()
+    low = np.asarray(unet({"image": x, "sigma": np.zeros((2, 1), np.float32)}))
+    high = np.asarray(unet({"image": x, "sigma": np.ones((2, 1), np.float32)}))
+    assert not np.allclose(low, high)
+
+
+def test_saved_models_load_with_their_custom_layers(tmp_path):
+    import keras
+
+    model = models.unet(filters=4, depth=2, blocks=1)
+    path = tmp_path / "unet.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    inputs = {"image": image(), "sigma": np.full((2, 1), 0.2, np.float32)}
+    assert np.allclose(np.asarray(model(inputs)), np.asarray(loaded(inputs)), atol=1e-6)
+
+
+def test_build_refuses_unknown_architectures_and_arguments():
+    with pytest.raises(ValueError, match="unknown architecture"):
+        models.build("vit")
+    with pytest.raises(ValueError, match="dense takes no filters"):
+        models.build("dense", filters=4)
+    with pytest.raises(ValueError, match="at least 1"):
+        models.build("conv", filters=0)
+
+
+def test_models_use_keras_alone_so_every_backend_runs_them():
+    tree = ast.parse(Path(models.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "inspect", "keras"}, imported

@@ -1,0 +1,195 @@
+"""Each noise type has the statistics it claims, in NumPy (add-noise, eval) and in TensorFlow
+(training, on the fly), and the level options parse and fail as documented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from denoise.noise import (
+    DEFAULT_RANGES,
+    KINDS,
+    NoiseSpec,
+    add_noise,
+    add_noise_tf,
+    add_noise_uint,
+    draw,
+    effective_sigma,
+    seed_for,
+)
+
+GREY = 100.0  # a mid-grey level (0-255) far enough from 0 and 255 for nothing to clip
+SIZE = 256
+
+
+def flat(value: float = GREY, channels: int = 1) -> np.ndarray:
+    return np.full((SIZE, SIZE, channels), value)
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# --- NumPy ----------------------------------------------------------------------------------
+
+
+def test_gaussian_has_zero_mean_and_sigma():
+    noise = add_noise(flat(), NoiseSpec("gaussian", 25, 25), rng()) - GREY
+    assert abs(noise.mean()) < 0.2
+    assert noise.std() == pytest.approx(25, rel=0.01)
+
+
+def test_poisson_is_unbiased_with_variance_of_the_photon_count():
+    peak = 30.0
+    noisy = add_noise(flat(), NoiseSpec("poisson", peak, peak), rng())
+    assert noisy.mean() == pytest.approx(GREY, rel=0.01)
+    # counts ~ Poisson(x / 255 * peak), scaled back by 255 / peak: variance x * 255 / peak.
+    assert noisy.var() == pytest.approx(GREY * 255 / peak, rel=0.03)
+
+
+def test_salt_and_pepper_hits_the_fraction_half_white_half_black_in_every_channel():
+    noisy = add_noise(flat(channels=3), NoiseSpec("salt-pepper", 0.1, 0.1), rng())
+    white = (noisy == 255).all(axis=-1)
+    black = (noisy == 0).all(axis=-1)
+    untouched = (noisy == GREY).all(axis=-1)
+    assert (white | black | untouched).all()  # no pixel is hit in only some channels
+    assert (white | black).mean() == pytest.approx(0.1, abs=0.005)
+    assert white.sum() / (white | black).sum() == pytest.approx(0.5, abs=0.03)
+
+
+def test_speckle_is_multiplicative():
+    for value in (50.0, 150.0):
+        noise = add_noise(flat(value), NoiseSpec("speckle", 0.2, 0.2), rng()) - value
+        assert abs(noise.mean()) < 0.01 * value
+        assert noise.std() == pytest.approx(0.2 * value, rel=0.02)
+
+
+def test_mixture_draws_every_type_from_its_default_range():
+    generator = rng()
+    drawn = [draw(NoiseSpec("mixture", 0, 0), generator) for _ in range(400)]
+    assert {kind for kind, _ in drawn} == set(KINDS[:4])
+    for kind, level in drawn:
+        low, high = DEFAULT_RANGES[kind]
+        assert low <= level <= high
+
+
+def test_a_range_draws_a_level_per_image_uniformly():
+    generator = rng()
+    levels = [draw(NoiseSpec("gaussian", 10, 50), generator)[1] for _ in range(2000)]
+    assert 10 <= min(levels) < 11 and 49 < max(levels) <= 50
+    assert np.mean(levels) == pytest.approx(30, abs=1)
+    stds = [np.std(add_noise(flat(), NoiseSpec("gaussian", 10, 50), rng(seed)) - GREY) for seed in range(20)]
+    assert 10 * 0.98 < min(stds) and max(stds) < 50 * 1.02 and np.std(stds) > 5
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_integer_images_keep_dtype_and_levels_stay_in_8_bit_units(dtype):
+    peak = np.iinfo(dtype).max
+    image = np.full((SIZE, SIZE), peak * GREY / 255.0, dtype=np.float64).round().astype(dtype)
+    noisy = add_noise_uint(image, NoiseSpec("gaussian", 25, 25), rng())
+    assert noisy.dtype == dtype
+    assert (noisy.astype(float) - image).std() * 255 / peak == pytest.approx(25, rel=0.02)
+    clipped = add_noise_uint(np.full((64, 64), peak, dtype), NoiseSpec("gaussian", 50, 50), rng())
+    assert clipped.max() == peak and clipped.min() >= 0
+
+
+def test_the_same_seed_gives_the_same_noise():
+    spec = NoiseSpec("mixture", 0, 0)
+    image = flat().astype(np.uint8)
+    first = add_noise_uint(image, spec, rng(seed_for("a.png", 3)))
+    assert np.array_equal(first, add_noise_uint(image, spec, rng(seed_for("a.png", 3))))
+    assert seed_for("a.png", 3) != seed_for("b.png", 3) != seed_for("a.png", 4)
+
+
+# --- TensorFlow -----------------------------------------------------------------------------
+
+
+def tf_noise(spec: NoiseSpec, value: float = GREY / 255.0, channels: int = 1, seed=(1, 2)):
+    import tensorflow as tf
+
+    image = tf.fill([SIZE, SIZE, channels], np.float32(value))
+    noisy, sigma = add_noise_tf(image, spec, tf.constant(seed, tf.int64), clip=False)
+    return noisy.numpy().astype(np.float64), float(sigma)
+
+
+def test_tf_gaussian_matches_the_numpy_statistics_and_reports_sigma():
+    noisy, sigma = tf_noise(NoiseSpec("gaussian", 25, 25))
+    assert abs(noisy.mean() - GREY / 255) < 0.2 / 255
+    assert noisy.std() * 255 == pytest.approx(25, rel=0.01)
+    assert sigma == pytest.approx(25 / 255)
+
+
+def test_tf_poisson_speckle_and_salt_pepper_statistics():
+    x = GREY / 255.0
+    noisy, sigma = tf_noise(NoiseSpec("poisson", 30, 30))
+    assert noisy.mean() == pytest.approx(x, rel=0.01)
+    assert noisy.var() == pytest.approx(x / 30, rel=0.03)
+    assert sigma == pytest.approx(effective_sigma("poisson", 30), rel=1e-6)
+
+    noisy, sigma = tf_noise(NoiseSpec("speckle", 0.2, 0.2))
+    assert noisy.mean() == pytest.approx(x, rel=0.01)
+    assert noisy.std() == pytest.approx(0.2 * x, rel=0.02)
+    assert sigma == pytest.approx(0.1)
+
+    noisy, sigma = tf_noise(NoiseSpec("salt-pepper", 0.05, 0.05), channels=3)
+    white, black = (noisy == 1).all(axis=-1), (noisy == 0).all(axis=-1)
+    assert ((noisy == 1) | (noisy == 0) | np.isclose(noisy, x)).all()
+    assert (white | black).mean() == pytest.approx(0.05, abs=0.004)
+    assert sigma == pytest.approx(effective_sigma("salt-pepper", 0.05), rel=1e-6)
+
+
+def test_tf_noise_is_stateless_clipped_and_a_range_varies_per_seed():
+    a, _ = tf_noise(NoiseSpec("gaussian", 50, 50), seed=(0, 7))
+    b, _ = tf_noise(NoiseSpec("gaussian", 50, 50), seed=(0, 7))
+    c, _ = tf_noise(NoiseSpec("gaussian", 50, 50), seed=(0, 8))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    sigmas = {round(tf_noise(NoiseSpec("gaussian", 10, 50), seed=(0, i))[1] * 255, 3) for i in range(8)}
+    assert len(sigmas) == 8 and all(10 <= s <= 50 for s in sigmas)
+
+    import tensorflow as tf
+
+    image = tf.fill([64, 64, 1], 0.9)
+    clipped, _ = add_noise_tf(image, NoiseSpec("gaussian", 75, 75), tf.constant([0, 1], tf.int64), clip=True)
+    assert 0.0 <= float(tf.reduce_min(clipped)) and float(tf.reduce_max(clipped)) == 1.0
+
+
+def test_tf_mixture_draws_several_types():
+    kinds = set()
+    for index in range(24):
+        noisy, sigma = tf_noise(NoiseSpec("mixture", 0, 0), seed=(5, index))
+        kinds.add("salt-pepper" if ((noisy == 0) | (noisy == 1)).mean() > 0.005 else round(sigma, 6))
+    assert len(kinds) >= 3
+
+
+# --- Levels ---------------------------------------------------------------------------------
+
+
+def test_parse_levels_and_defaults():
+    assert NoiseSpec.parse("gaussian", "25") == NoiseSpec("gaussian", 25, 25)
+    assert NoiseSpec.parse("gaussian", "10:50") == NoiseSpec("gaussian", 10, 50)
+    assert NoiseSpec.parse("poisson", None) == NoiseSpec("poisson", *DEFAULT_RANGES["poisson"])
+    assert NoiseSpec.parse("gaussian", "10:50").describe() == "gaussian 10:50"
+
+
+@pytest.mark.parametrize(
+    "kind, level, message",
+    [
+        ("gaussian", "abc", "not a number"),
+        ("gaussian", "50:10", "invalid noise level range"),
+        ("gaussian", "-5", "invalid noise level range"),
+        ("poisson", "0:10", "above 0"),
+        ("salt-pepper", "0.5:2", "within 0:1"),
+        ("blur", "1", "unknown noise type"),
+    ],
+)
+def test_bad_levels_are_refused_with_a_reason(kind, level, message):
+    with pytest.raises(ValueError, match=message):
+        NoiseSpec.parse(kind, level)
+
+
+def test_effective_sigma_is_the_noise_std_at_mid_grey():
+    generator = rng()
+    mid = flat(127.5)
+    for kind, level in (("gaussian", 25), ("poisson", 20), ("speckle", 0.3), ("salt-pepper", 0.1)):
+        noisy = add_noise(mid, NoiseSpec(kind, level, level), generator)
+        assert (noisy - mid).std() / 255 == pytest.approx(effective_sigma(kind, level), rel=0.05), kind

@@ -1,0 +1,214 @@
+"""`denoise train` end to end on tiny generated data: learning, files, resume, Ctrl-C, the
+manifest, tfds (mocked), fast failure without data, and the mirrored strategy on two CPUs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from denoise import data, registry
+from denoise.cli import main
+from denoise.train import TrainOptions, run_dir, train
+
+from conftest import noisy_array, save
+
+TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+TINY = ["--arch", "conv", "--filters", "4", "--patch-size", "32", "--batch-size", "4", "--steps-per-epoch", "2"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """Twelve smooth grey 40x40 images: learnable in a few steps."""
+    folder = tmp_path_factory.mktemp("clean")
+    for index in range(12):
+        y, x = np.mgrid[0:40, 0:40]
+        pixels = 128 + 90 * np.sin(x / (4 + index % 3) + index) * np.cos(y / 6)
+        save(folder / f"img{index:02d}.png", np.clip(pixels, 0, 255).astype(np.uint8))
+    return folder
+
+
+def invoke(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["train", *map(str, args)])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def history(out: Path) -> list[dict]:
+    return json.loads((run_dir(str(out)) / "history.json").read_text())
+
+
+def test_training_learns_and_writes_model_figures_logs_and_manifest(images, tmp_path):
+    out = tmp_path / "weights" / "tiny.keras"
+    logs = ["--logdir", tmp_path / "logs"] if TENSORBOARD else []
+    code, output = invoke(
+        "--data", images, *TINY, "--epochs", "4", "--lr", "0.01", "--schedule", "constant", "--name", "tiny",
+        *logs, "--out", out,
+    )
+    assert code == 0, output
+    rows = history(out)
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] and rows[-1]["loss"] < rows[0]["loss"]
+    summary = json.loads(output.strip().splitlines()[-1])
+    assert summary["epochs"] == 4 and summary["best_val_psnr"] == pytest.approx(max(r["val_psnr"] for r in rows), abs=1e-3)
+
+    folder = run_dir(str(out))
+    for name in ("checkpoint.keras", "state.json", "loss.png", "comparison.png"):
+        assert (folder / name).stat().st_size > 0, name
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*")) or not TENSORBOARD
+    # The shipped file carries no optimizer state; the checkpoint does, for --resume.
+    assert not any("optimizer" in name for name in zipfile.ZipFile(out).namelist() if name.endswith(".json"))
+    assert out.stat().st_size < (folder / "checkpoint.keras").stat().st_size
+
+    entry = registry.find("tiny", out.parent)
+    assert entry["sha256"] == registry.sha256_of(out) and entry["file"] == "tiny.keras"
+    assert entry["architecture"] == "conv" and entry["model_args"] == {"filters": 4} and entry["channels"] == 1
+    assert entry["noise"] == {"type": "gaussian", "low": 0.0, "high": 75.0, "clip": True}
+    assert entry["data"] == str(images) and entry["training"]["epochs"] == 4
+    assert entry["metrics"]["val_psnr_sigma25"] == summary["best_val_psnr"]
+    assert entry["command"].startswith(f"denoise train --data {images} --arch conv --filters 4 --patch-size 32")
+    assert "--name tiny" in entry["command"] and "--resume" not in entry["command"]
+    loaded = registry.load("tiny", out.parent)
+    assert loaded.channels == 1 and loaded.multiple == 4 and not loaded.noise_level_input
+
+
+def test_resume_continues_from_the_saved_epoch_and_optimizer_state(images, tmp_path):
+    out = tmp_path / "run" / "model.keras"
+    args = ["--data", images, *TINY, "--out", out]
+    assert invoke(*args, "--epochs", "1")[0] == 0
+    checkpoint = run_dir(str(out)) / "checkpoint.keras"
+    assert int(keras.saving.load_model(checkpoint).optimizer.iterations) == 2
+
+    code, output = invoke(*args, "--epochs", "3", "--resume")
+    assert code == 0, output
+    assert "resuming" in output and "at epoch 1 of 3" in output
+    assert [row["epoch"] for row in history(out)] == [1, 2, 3]
+    assert int(keras.saving.load_model(checkpoint).optimizer.iterations) == 6
+    state = json.loads((run_dir(str(out)) / "state.json").read_text())
+    assert state["state"]["epoch"] == 3 and state["options"]["data"]["patch_size"] == 32
+
+
+def test_ctrl_c_leaves_a_checkpoint_that_resume_finishes(images, tmp_path):
+    out = tmp_path / "model.keras"
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.optimizer.iterations.numpy() == 3:  # in the second epoch
+                raise KeyboardInterrupt
+
+    options = TrainOptions(
+        data=data.DataOptions(source=str(images), patch_size=32, batch_size=4), out=str(out), arch="conv",
+        model_args={"filters": 4}, epochs=2, steps_per_epoch=2,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train(options, log=lambda message: None, callbacks=[CtrlC()])
+    folder = run_dir(str(out))
+    assert json.loads((folder / "state.json").read_text())["state"]["epoch"] == 1
+    assert int(keras.saving.load_model(folder / "checkpoint.keras").optimizer.iterations) == 3
+    assert not list(folder.glob(".*.tmp.keras"))
+
+    summary = train(TrainOptions(**{**options.__dict__, "resume": True}), log=lambda message: None)
+    assert summary["epochs"] == 2 and [row["epoch"] for row in history(out)] == [1, 2]
+
+
+@pytest.mark.parametrize("extra", [
+    ["--loss", "l1", "--noise", "poisson", "--early-stopping", "1", "--lr", "1e-9", "--epochs", "4"],
+    ["--loss", "bce", "--noise", "salt-pepper", "--schedule", "constant", "--reduce-lr-on-plateau", "1", "--epochs", "1"],
+    ["--noise", "mixture", "--channels", "3", "--arch", "unet", "--depth", "2", "--blocks", "1", "--epochs", "1"],
+])
+def test_losses_noise_types_and_callbacks(images, tmp_path, extra):
+    out = tmp_path / "model.keras"
+    code, output = invoke("--data", images, *TINY, *extra, "--out", out)
+    assert code == 0, output
+    if "--early-stopping" in extra:  # the LR is too small to change an 8-bit output: stops after 2
+        assert len(history(out)) == 2
+
+
+def test_dense_trains_on_whole_28x28_tfds_images(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setattr(data, "_can_download", lambda: True)  # the mocked download is a no-op
+    out = tmp_path / "dense.keras"
+    with tfds.testing.mock_data(num_examples=8):
+        code, output = invoke(
+            "--data", "tfds:fashion_mnist", "--arch", "dense", "--latent-dim", "8", "--batch-size", "4",
+            "--epochs", "1", "--no-augment", "--out", out,
+        )
+    assert code == 0, output
+    loaded = registry.load(str(out))
+    assert loaded.tile_size == 28 and loaded.model.inputs[0].shape[1:] == (28, 28, 1)
+
+
+def test_an_absent_tfds_data_set_fails_fast_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_can_download", lambda: False)  # what an offline machine sees
+    started = time.monotonic()
+    code, output = invoke("--data", "tfds:mnist", "--data-dir", tmp_path / "tfds", "--out", tmp_path / "m.keras")
+    assert time.monotonic() - started < 15
+    assert code == 2
+    assert "tfds data set 'mnist' is not in" in output and "cannot be downloaded" in output
+    assert "--data-dir DIR" in output and ".npz" in output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch", "dense", "--filters", "4"], "dense takes no filters"),
+    (["--reduce-lr-on-plateau", "2"], "use it with --schedule constant"),
+    (["--noise", "poisson", "--sigma", "0:10"], "above 0"),
+    (["--out", "model.h5"], "must end in .keras"),
+])
+def test_bad_option_combinations_fail_before_training(images, tmp_path, args, message):
+    out = ["--out", tmp_path / "m.keras"] if "--out" not in args else []
+    code, output = invoke("--data", images, *args, *out)
+    assert code == 2 and message in output
+
+
+def test_logdir_without_tensorboard_says_what_to_install(images, tmp_path, monkeypatch):
+    import denoise.train
+
+    monkeypatch.setattr(denoise.train, "_has_tensorboard", lambda: False)
+    code, output = invoke("--data", images, "--logdir", tmp_path / "logs", "--out", tmp_path / "m.keras")
+    assert code == 2 and "pip install tensorboard" in output
+
+
+MIRRORED = """
+import sys
+from denoise import runtime
+tf = runtime.tensorflow("cpu")
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from denoise.cli import main
+arguments = sys.argv[1:]
+for extra in (["--epochs", "1"], ["--epochs", "2", "--resume"]):
+    try:
+        main([*arguments, *extra])
+    except SystemExit as exit:
+        if exit.code:
+            raise
+"""
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(images, tmp_path):
+    # A fresh process: logical devices must be set before TensorFlow starts, and the resumed
+    # checkpoint's custom layers must load without a test having imported them.
+    out = tmp_path / "mirrored.keras"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED, "train", "--data", str(images), *TINY, "--arch", "unet", "--depth", "2",
+         "--blocks", "1", "--strategy", "mirrored", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("2 replica(s) (MirroredStrategy)") == 2
+    assert "resuming" in result.stderr
+    assert [row["epoch"] for row in history(out)] == [1, 2]
+    assert registry.load(str(out)).noise_level_input
