@@ -2,15 +2,23 @@
 
 Pillow reads and writes everything except colour images with 16 bits per channel, which Pillow
 silently truncates to 8 bits; those go through OpenCV, which keeps all 16 bits.
+
+Every problem with one file is an :class:`ImageError` with a one-line reason; nothing here
+prints, and Pillow's own warnings (corrupt EXIF, large images) are silenced because the reason
+for refusing a file is reported instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io as _io
+import logging
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -25,11 +33,32 @@ EXTENSIONS = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
     ".webp": "WEBP",
+    ".gif": "GIF",  # single-frame only; written back as a GIF (256 colours): --format png keeps them all
 }
 FORMAT_EXTENSION = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif"}
 # A decompression bomb (a small file claiming a huge size) is refused from its header alone.
 MAX_PIXELS = 300_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Pillow warns (on stderr, several lines) about corrupt EXIF blocks and images between one and
+# two times MAX_IMAGE_PIXELS; the first is harmless and the second is refused with a reason.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+# Pillow also logs some decoding problems (through `logging`, which prints them on stderr when
+# nothing else is set up); they are reported as the file's reason instead.
+logging.getLogger("PIL").setLevel(logging.CRITICAL)
+# Files that hold several images (animations, pages) are refused: which frame would be meant is
+# not clear, and writing one of them would silently drop the rest. A camera's MPO JPEG (the
+# photo plus previews) is the exception: its first frame is the photo.
+MULTI_FRAME_OK = {"MPO"}
+# TIFF tags that describe how the source stored its pixels (not the picture): never copied to
+# an output, which stores its pixels its own way.
+_STRUCTURAL_TAGS = {
+    254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 292, 293, 317,
+    320, 322, 323, 324, 325, 330, 338, 339, 340, 341, 347, *range(512, 522), 529, 530, 531, 532,
+}
+# Output files get the permissions a plain open() would give them (not mkstemp's 0600).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class ImageError(Exception):
@@ -45,9 +74,12 @@ class Decoded:
 
     pixels: np.ndarray
     alpha: np.ndarray | None  # the alpha plane in its original dtype, passed through untouched
-    bits: int  # 8 or 16 (32 for float TIFFs, written back as 16-bit)
+    bits: int  # 8 or 16 (32 for float TIFFs: written back as float to TIFF, else as 16-bit)
     format: str  # Pillow format name of the source
-    info: dict  # exif / icc_profile / dpi to copy to the output
+    info: dict  # exif / icc_profile / dpi / progressive to copy to the output
+    # float sources only: the (low, high) that ``pixels`` 0 and 1 stand for, so values outside
+    # [0, 1] survive a float round trip instead of being clipped
+    value_range: tuple[float, float] | None = None
 
 
 def is_image_name(path: Path) -> bool:
@@ -101,10 +133,12 @@ def _reason(error: Exception) -> str:
 def read_image(path: Path) -> Decoded:
     """Decode ``path`` into a :class:`Decoded`; raise :class:`ImageError` with the reason."""
     path = Path(path)
+    try:
+        os.stat(path)
+    except OSError as error:
+        raise ImageError(_missing_reason(path, error)) from None
     if path.is_dir():
         raise ImageError("is a folder, not an image file")
-    if not path.exists():
-        raise ImageError("no such file (or a broken symlink)")
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -114,33 +148,65 @@ def read_image(path: Path) -> Decoded:
     return decode_bytes(data)
 
 
+def _missing_reason(path: Path, error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "symlink loop (the link points back to itself)"
+    if path.is_symlink():
+        try:
+            return f"broken symlink (its target {os.readlink(path)} does not exist)"
+        except OSError:
+            return "broken symlink"
+    if error.errno == errno.ENOENT:
+        return "no such file (removed while the run was going?)"
+    return f"cannot read: {error.strerror or error}"
+
+
 def decode_bytes(data: bytes) -> Decoded:
     """Decode an encoded image held in memory (see :func:`read_image`)."""
     try:
         with Image.open(_io.BytesIO(data)) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:
-                raise ImageError(f"{width}x{height} pixels is over the {MAX_PIXELS:,} pixel limit")
+                raise _too_large(f"{width}x{height} is {width * height:,}")
+            if width < 1 or height < 1:
+                raise ImageError(f"{width}x{height}: an image without pixels")
             source_format = image.format or "PNG"
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1 and source_format not in MULTI_FRAME_OK:
+                raise ImageError(
+                    f"{source_format} with {frames} frames (animation or pages): only single-image "
+                    "files are denoised; split it into one file per frame first"
+                )
             sixteen_bit_colour = _is_16bit_colour(image)  # before getexif(), which may load the tiles
             info = _metadata(image)
             if sixteen_bit_colour:
-                return _decode_16bit_colour(data, image, source_format, info)
-            image = ImageOps.exif_transpose(image)
-            return _from_pillow(image, source_format, info)
+                decoded = _decode_16bit_colour(data, image, source_format, info)
+            else:
+                decoded = _from_pillow(ImageOps.exif_transpose(image), source_format, info)
+            _keep_matching_profile(decoded)
+            return decoded
     except ImageError:
         raise
     except Image.DecompressionBombError as error:
-        raise ImageError(f"refused: {_reason(error)}") from None
+        counted = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_large(f"{int(counted.group(1)):,}" if counted else "its size") from None
+    except MemoryError:
+        raise ImageError("not enough memory to decode it") from None
     except Image.UnidentifiedImageError:
         raise ImageError("not an image (unknown or corrupt format)") from None
     except Exception as error:  # Pillow raises many types for corrupt data; report them all alike
         raise ImageError(f"not a readable image: {_reason(error)}") from None
 
 
+def _too_large(pixels: str) -> ImageError:
+    return ImageError(f"refused: {pixels} pixels is over the {MAX_PIXELS:,} pixel limit (a decompression bomb?)")
+
+
 def _metadata(image: Image.Image) -> dict:
     info = {}
     exif = image.getexif()
+    for tag in _STRUCTURAL_TAGS & set(exif):
+        del exif[tag]
     if exif:
         # The orientation is applied to the pixels, so the output must not rotate them again.
         # (Restore it afterwards: exif_transpose reads it from this same object.)
@@ -152,7 +218,20 @@ def _metadata(image: Image.Image) -> dict:
     for key in ("icc_profile", "dpi"):
         if image.info.get(key):
             info[key] = image.info[key]
+    if image.format == "JPEG" and image.info.get("progressive"):
+        info["progressive"] = True
     return info
+
+
+def _keep_matching_profile(decoded: Decoded) -> None:
+    """Drop an ICC profile made for other colours than the output's (a CMYK profile on a
+    JPEG converted to RGB): a profile of the wrong colour space makes viewers misdraw or refuse."""
+    profile = decoded.info.get("icc_profile")
+    if profile and len(profile) >= 20:
+        wanted = b"GRAY" if decoded.pixels.shape[-1] == 1 else b"RGB "
+        space = profile[16:20]  # the header's colour space signature: 'RGB ', 'GRAY', 'CMYK', ...
+        if space != wanted and space.strip(b" ").isalnum():  # other bytes: not parsed, passed through
+            del decoded.info["icc_profile"]
 
 
 def _is_16bit_colour(image: Image.Image) -> bool:
@@ -185,8 +264,9 @@ def _unit(array: np.ndarray) -> np.ndarray:
 
 def _from_pillow(image: Image.Image, source_format: str, info: dict) -> Decoded:
     mode = image.mode
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if mode == "P":  # a palette of greys only is a grey image
+        transparent = "transparency" in image.info
+        image = image.convert(("LA" if transparent else "L") if _grey_palette(image) else ("RGBA" if transparent else "RGB"))
     elif mode in ("1", "L"):
         image = image.convert("L")
     elif mode == "PA":
@@ -207,7 +287,12 @@ def _from_pillow(image: Image.Image, source_format: str, info: dict) -> Decoded:
         return Decoded(_unit(array)[..., None], None, bits, source_format, info)
     if mode == "F":
         array = np.asarray(image, dtype=np.float32)
-        return Decoded(_unit(array)[..., None], None, 32, source_format, info)
+        finite = array[np.isfinite(array)]
+        low = min(0.0, float(finite.min())) if finite.size else 0.0
+        high = max(1.0, float(finite.max())) if finite.size else 1.0
+        array = np.nan_to_num(array, nan=low, posinf=high, neginf=low)
+        unit = ((array.astype(np.float64) - low) / (high - low)).astype(np.float32)
+        return Decoded(np.clip(unit, 0.0, 1.0)[..., None], None, 32, source_format, info, (low, high))
     if mode in ("L", "LA", "RGB", "RGBA"):
         array = np.asarray(image)
         if array.ndim == 2:
@@ -254,6 +339,8 @@ def encode(decoded: Decoded, pixels: np.ndarray, fmt: str, quality: int = 95) ->
     ``fmt`` is a Pillow format name ("PNG", "JPEG", ...). Bit depth, alpha, EXIF, ICC and dpi
     are carried over where the format can hold them; formats without 16 bits get 8.
     """
+    if decoded.bits == 32 and fmt == "TIFF" and np.shape(pixels)[-1] == 1 and decoded.alpha is None:
+        return _encode_float(decoded, pixels)
     sixteen = decoded.bits > 8 and fmt in ("PNG", "TIFF")
     scale = 65535.0 if sixteen else 255.0
     dtype = np.uint16 if sixteen else np.uint8
@@ -272,14 +359,79 @@ def encode(decoded: Decoded, pixels: np.ndarray, fmt: str, quality: int = 95) ->
         stacked = np.concatenate(channels, axis=-1)
         image = Image.fromarray(stacked[..., 0] if stacked.shape[-1] == 1 else stacked)
     buffer = _io.BytesIO()
+    options = _save_options(decoded, fmt, quality)
+    if fmt == "GIF":
+        image, options = _for_gif(image)
+    _save(image, buffer, fmt, options)
+    return buffer.getvalue()
+
+
+def _save(image: Image.Image, buffer, fmt: str, options: dict) -> None:
+    """Pillow's save, its refusals (a WebP over 16383 pixels wide...) as one-line ImageErrors."""
+    try:
+        image.save(buffer, format=fmt, **options)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ImageError(f"cannot encode as {fmt}: {_reason(error)}") from None
+
+
+def _save_options(decoded: Decoded, fmt: str, quality: int) -> dict:
     options = {key: value for key, value in decoded.info.items() if value}
+    if fmt != "JPEG":
+        options.pop("progressive", None)
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = quality
     if fmt == "JPEG":
         options["subsampling"] = 0 if quality >= 90 else 2
     if fmt == "BMP":
         options = {"dpi": options["dpi"]} if "dpi" in options else {}
-    image.save(buffer, format=fmt, **options)
+    return options
+
+
+def _grey_palette(image: Image.Image) -> bool:
+    palette = np.asarray(image.getpalette("RGB") or [0, 0, 1], np.uint8).reshape(-1, 3)
+    return bool((palette == palette[:, :1]).all())
+
+
+def _for_gif(image: Image.Image) -> tuple[Image.Image, dict]:
+    """A GIF holds 256 palette colours, one of which may stand for transparent (alpha < 128).
+
+    Images with at most that many colours are stored exactly, others are quantised. A grey
+    image gets a palette of greys (and reads back as grey); a colour image gets one entry
+    that is not grey, so it reads back as colour even when all its pixels are grey."""
+    grey = image.mode in ("L", "LA")
+    alpha = np.asarray(image.getchannel("A")) < 128 if image.mode in ("LA", "RGBA") else None
+    slots = 256 - (alpha is not None) - (not grey)
+    rgb = np.asarray(image.convert("RGB"))
+    keys = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    unique, inverse = np.unique(keys.ravel(), return_inverse=True)
+    if len(unique) <= slots:
+        indices = inverse.reshape(keys.shape).astype(np.uint8)
+        palette = np.stack([unique >> 16, (unique >> 8) & 255, unique & 255], axis=-1).astype(np.uint8)
+    else:
+        quantised = image.convert("RGB").quantize(slots, dither=Image.Dither.NONE)
+        indices = np.asarray(quantised).copy()
+        palette = np.asarray(quantised.getpalette("RGB"), np.uint8).reshape(-1, 3)[:slots]
+        if grey:
+            palette = np.repeat(palette.mean(axis=1, keepdims=True).round().astype(np.uint8), 3, axis=1)
+    palette = np.concatenate([palette, np.zeros((256 - len(palette), 3), np.uint8)])
+    options = {"optimize": False}  # Pillow's optimizer would drop the unused entries, the marker with them
+    if alpha is not None:
+        indices[alpha] = 255
+        options["transparency"] = 255
+    if not grey:
+        palette[254 if alpha is not None else 255] = (255, 0, 0)
+    result = Image.fromarray(indices, "P")
+    result.putpalette(palette.ravel().tolist())
+    return result, options
+
+
+def _encode_float(decoded: Decoded, pixels: np.ndarray) -> bytes:
+    """A float TIFF back as float32, in the value range it came in."""
+    low, high = decoded.value_range or (0.0, 1.0)
+    unit = np.clip(np.asarray(pixels, np.float64)[..., 0], 0.0, 1.0)
+    image = Image.fromarray((unit * (high - low) + low).astype(np.float32))  # mode F
+    buffer = _io.BytesIO()
+    _save(image, buffer, "TIFF", _save_options(decoded, "TIFF", 95))
     return buffer.getvalue()
 
 
@@ -314,6 +466,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
+            os.fchmod(stream.fileno(), 0o666 & ~_UMASK)
             stream.write(data)
         os.replace(temporary, path)
     except BaseException:
