@@ -90,6 +90,59 @@ def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, 
     sys.exit(1 if summary["failed"] else 0)
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("input_pattern")
+@click.argument("output_prefix")
+@click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--model", default="auto", show_default=True,
+              help="Registry name, a .keras file, or its URL (gs://, s3://): each worker loads it once.")
+@click.option("--sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
+              help="Noise standard deviation in 0-255 units, or auto to estimate it per image.")
+@click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
+              show_default=True, help="Output format; keep writes each image in its input format.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--tile", type=click.IntRange(64, None), default=512, show_default=True, help="As for `denoise run`.")
+@click.option("--batch-size", type=click.IntRange(1, None), default=8, show_default=True, help="As for `denoise run`.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="Device on each worker; auto uses a GPU when TensorFlow sees one.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")
+@click.option("--dead-letter", help="JSON-lines file of the files that failed (default OUTPUT_PREFIX.dead-letter.jsonl).")
+def beam(input_pattern, output_prefix, beam_args, model, sigma, fmt, quality, tile, batch_size, device, overwrite,
+         dead_letter):
+    """Denoise INPUT_PATTERN (a folder, or a glob such as gs://b/in/**/*.png) into OUTPUT_PREFIX
+    with an Apache Beam pipeline; runner options (--runner, --project, ...) follow the two paths.
+
+    Outputs are named, encoded and written as by `denoise run`. Failed files are listed in the
+    dead-letter file. Prints a JSON summary. Exit status: 0 all done, 1 some files failed,
+    2 usage error. Needs the beam extra; see docs/beam.md.
+    """
+    import logging
+
+    # Beam logs notes (optional clients missing, batch statistics) as warnings: show errors only,
+    # and the package's own warnings.
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    logging.getLogger("denoise").setLevel(logging.WARNING)
+    try:
+        from denoise import beam as beam_job
+    except ImportError as error:
+        _fail(f"denoise beam needs Apache Beam: pip install 'denoise[beam]' ({error})")
+    from denoise.registry import WeightsError
+
+    options = beam_job.BeamOptions(
+        input_pattern=input_pattern, output_prefix=output_prefix, model=model, sigma=sigma, format=fmt,
+        quality=quality, tile=tile, batch_size=batch_size, device=device, overwrite=overwrite,
+        dead_letter=dead_letter, beam_args=tuple(beam_args),
+    )
+    try:
+        summary = beam_job.run(options)
+    except (beam_job.UsageError, WeightsError) as error:
+        _fail(str(error))
+    click.echo(json.dumps(summary))
+    if summary["failed"]:
+        click.echo(f"denoise: {summary['failed']} files failed; see {summary['dead_letter']}", err=True)
+    sys.exit(1 if summary["failed"] else 0)
+
+
 @main.command("add-noise")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--noise", type=click.Choice(["gaussian", "poisson", "salt-pepper", "speckle"]), default="gaussian",

@@ -94,15 +94,28 @@ def plan(options: RunOptions) -> Iterator[Job]:
     """
     single = len(options.inputs) == 1
     seen: set[Path] = set()
+    # Two inputs can share an output only when --format renames them or several inputs are
+    # merged; otherwise the set is not kept, so memory stays flat however many files there are.
+    collisions_possible = options.format != "keep" or not single
     for index, (path, relative) in enumerate(_walk(options, single)):
         target = io.output_path(relative, options.output, options.format)
         job = Job(index, path, target)
         if target in seen:
             job.status, job.reason = "failed", f"another input is also written to {target}"
+        elif target.exists() and _same_file(target, path):  # inputs are never written, --overwrite or not
+            job.status, job.reason = "failed", f"the output {target} is the input itself; choose another OUTPUT folder"
         elif target.exists() and not options.overwrite:
             job.status, job.reason = "skipped", "output exists"
-        seen.add(target)
+        if collisions_possible:
+            seen.add(target)
         yield job
+
+
+def _same_file(target: Path, path: Path) -> bool:
+    try:
+        return os.path.samefile(target, path)
+    except OSError:
+        return False
 
 
 def _walk(options: RunOptions, single: bool):
@@ -162,7 +175,11 @@ class Recorder:
         summary = self.summary(interrupted)
         if self.options.report is not None:
             report = {"summary": summary, "files": sorted(self.jobs, key=lambda job: job["input"])}
-            io.write_atomic(Path(self.options.report), (json.dumps(report, indent=2) + "\n").encode())
+            try:
+                io.write_atomic(Path(self.options.report), (json.dumps(report, indent=2) + "\n").encode())
+            except OSError as error:  # a full disk or read-only folder: say so, and fail the run
+                print(f"denoise: cannot write the report {self.options.report}: {_one_line(error)}", file=sys.stderr)
+                summary["failed"] += 1
         return summary
 
 
@@ -502,3 +519,26 @@ class _Batcher:
     def _finish(self, image: _Image) -> None:
         pixels = np.clip(image.blender.result(), 0.0, 1.0)
         _write(image.job, image.decoded, pixels, self.options, self.recorder)
+
+
+class _Keeper(_Batcher):
+    """A :class:`_Batcher` that keeps each finished image's pixels instead of writing them."""
+
+    def __init__(self, runner: Runner):
+        super().__init__(runner, runner.options, None, None)
+        self.done: dict[int, np.ndarray] = {}
+
+    def _submit(self, image: _Image) -> None:
+        self.done[image.job.index] = np.clip(image.blender.result(), 0.0, 1.0)
+
+
+def denoise_decoded(runner: Runner, images: list[tuple[Job, io.Decoded]]) -> list[np.ndarray]:
+    """Denoise images already decoded, exactly as ``run`` does (same sigma, tiles, batching
+    rules and blending), and return their pixels (float32 in [0, 1], H x W x C) in order instead
+    of writing them: for callers that read and write files their own way (``denoise beam``).
+    Any error is raised; ``job.sigma`` is set as in ``run``."""
+    keeper = _Keeper(runner)
+    for job, decoded in images:
+        keeper.add(runner.prepare(job, decoded))
+    keeper.flush_all()
+    return [keeper.done[job.index] for job, _ in images]

@@ -50,7 +50,13 @@ def load_manifest(folder: Path | None = None) -> dict:
     path = Path(folder or weights_dir()) / "manifest.json"
     if not path.exists():
         return {"models": []}
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest.get("models"), list):
+            raise ValueError("no 'models' list")
+    except (OSError, ValueError, AttributeError) as error:
+        raise WeightsError(f"{path}: not a readable manifest ({str(error).splitlines()[0][:200]})") from None
+    return manifest
 
 
 def entries(folder: Path | None = None) -> list[dict]:
