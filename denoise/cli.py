@@ -194,7 +194,12 @@ def models(as_json):
     for entry in entries:
         noise = entry.get("noise", {})
         metrics = entry.get("metrics", {})
-        shown = ", ".join(f"{key} {value}" for key, value in list(metrics.items())[:3])
+        # The headline figures: denoised PSNR at each sigma with the true sigma.
+        headline = {key: value for key, value in metrics.items() if "_psnr_sigma" in key
+                    and "noisy" not in key and not key.endswith("_auto")}
+        shown = ", ".join(f"{key.split('_psnr_')[1]} {value:.2f} dB" for key, value in headline.items())
+        if headline:
+            shown = f"{next(iter(headline)).split('_psnr_')[0]}: {shown}"
         rows.append((
             entry["name"], entry.get("architecture", "?"), str(entry.get("channels", "?")),
             f"{noise.get('type', '?')} {noise.get('low', '?'):g}-{noise.get('high', '?'):g}",
