@@ -8,6 +8,7 @@ docs/results.md is the "Results" section of the README; nothing is measured here
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -88,15 +89,17 @@ def throughput_table(throughput: dict) -> list[str]:
     cases = throughput.get("cases", {})
     if not cases:
         return []
-    lines = ["| case | images | MP | floor img/s | floor MP/s | `denoise run` img/s | MP/s | x floor (wall) | "
+    lines = ["| case | model | images | MP | floor img/s | floor MP/s | `denoise run` img/s | MP/s | x floor (wall) | "
              "x floor (CPU) | x floor w/o start-up | peak RSS | BM3D s/MP | `denoise` s/MP | x faster than BM3D |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key in sorted(cases):
         row = cases[key]
+        if "floor" not in row:
+            continue
         floor, run = row["floor"], row["denoise"]
         bm3d = row.get("bm3d")
         lines.append("| " + " | ".join([
-            f"({row['case']}) {row['what']}", f"{row['images']:,}", f"{row['megapixels']:.1f}",
+            f"({row['case']}) {row['what']}", f"`{row['model']}`", f"{row['images']:,}", f"{row['megapixels']:.1f}",
             f"{floor['images_per_s']:.1f}", f"{floor['megapixels_per_s']:.2f}", f"{run['images_per_s']:.2f}",
             f"{run['megapixels_per_s']:.3f}", f"{row['ratio_to_floor']:.1f}", f"{row['ratio_to_floor_cpu']:.1f}",
             f"{row['ratio_to_floor_excluding_startup']:.1f}", f"{run['peak_rss_mib']:.0f} MiB",
@@ -107,7 +110,7 @@ def throughput_table(throughput: dict) -> list[str]:
 
 
 def profile_table(throughput: dict) -> list[str]:
-    cases = {key: row for key, row in throughput.get("cases", {}).items() if "profile" in row}
+    cases = {key: row for key, row in sorted(throughput.get("cases", {}).items()) if "profile" in row}
     if not cases:
         return []
     stages = []
@@ -115,7 +118,7 @@ def profile_table(throughput: dict) -> list[str]:
         for stage in row["profile"]["stages"]:
             if stage not in stages:
                 stages.append(stage)
-    header = ["stage", *[f"({row['case']}) {row['images']:,} x {row['what'].split()[-3] if row['case'] != 'c' else '6000x4000'}"
+    header = ["stage", *[f"({row['case']}) `{row['model']}`, {row['images']:,} image(s), {row['megapixels']:.1f} MP"
                          for row in cases.values()]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(cases)) + "|"]
     for stage in stages:
@@ -131,6 +134,9 @@ def profile_table(throughput: dict) -> list[str]:
     return lines
 
 
+X = "cpu_s_per_mp"  # CPU seconds: the wall clock of the shared machine swung with its load
+
+
 def plot(quality: dict, path: Path) -> bool:
     import matplotlib
 
@@ -139,29 +145,33 @@ def plot(quality: dict, path: Path) -> bool:
 
     rows = [row for row in quality.get("rows", []) if "error" not in row and row["method"] != "noisy"]
     panels = []
-    for dataset, noise in (("Set12", "sigma 25"), ("McMaster18", "sigma 25"), ("McMaster18 (first 6)", "sigma 25")):
-        subset = [row for row in rows if row["dataset"] == dataset and row["noise"] == noise]
-        if subset and not any(dataset.startswith(name) for name, _ in panels):
-            panels.append((dataset, noise))
+    for prefix in ("Set12", "McMaster18", "Fashion-MNIST"):
+        candidates = [d for d in dict.fromkeys(row["dataset"] for row in rows) if d.startswith(prefix)
+                      and any(r["dataset"] == d and r["noise"] == "sigma 25" for r in rows)]
+        # Prefer the subset that has BM3D (a limited run), else the full set.
+        with_bm3d = [d for d in candidates if any(r["dataset"] == d and r["method"] == "bm3d" for r in rows)]
+        if with_bm3d or candidates:
+            panels.append(((with_bm3d or candidates)[0], "sigma 25"))
     if not panels:
         return False
-    figure, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.6), squeeze=False)
     for axis, (dataset, noise) in zip(axes[0], panels):
         subset = sorted([row for row in rows if row["dataset"] == dataset and row["noise"] == noise],
                         key=lambda row: method_order(row["method"]))
-        for row in subset:
+        for index, row in enumerate(subset):
             ours = row["method"].startswith("denoise:")
-            axis.scatter(row["s_per_mp"], row["psnr"], s=60 if ours else 40, marker="*" if ours else "o",
+            axis.scatter(row[X], row["psnr"], s=60 if ours else 40, marker="*" if ours else "o",
                          color="tab:red" if ours else "tab:blue", zorder=3)
             label = short_label(row).replace("**", "").replace("`", "")
-            axis.annotate(label, (row["s_per_mp"], row["psnr"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            axis.annotate(label, (row[X], row["psnr"]), textcoords="offset points",
+                          xytext=(5, 4 if index % 2 == 0 else -10), fontsize=7)
         noisy = next((r for r in quality["rows"] if r["dataset"] == dataset and r["noise"] == noise and r["method"] == "noisy"), None)
         if noisy:
             axis.axhline(noisy["psnr"], color="grey", linestyle=":", linewidth=1)
-            axis.text(axis.get_xlim()[0] if False else min(r["s_per_mp"] for r in subset), noisy["psnr"] + 0.1,
+            axis.text(min(r[X] for r in subset), noisy["psnr"] + 0.1,
                       "noisy input", fontsize=7, color="grey")
         axis.set_xscale("log")
-        axis.set_xlabel("seconds per megapixel (log scale, wall, shared 2-core CPU)")
+        axis.set_xlabel("CPU seconds per megapixel (all threads, log scale)")
         axis.set_ylabel("PSNR (dB)")
         axis.set_title(f"{dataset}, Gaussian {noise}")
         axis.grid(True, which="both", alpha=0.3)
@@ -205,13 +215,18 @@ def main(argv=None) -> int:
         for name, model in models.items():
             if name == "auto":
                 continue
+            if model.get("source") == "registry":
+                from denoise import registry
+
+                model = {**(registry.find(name) or {}), **model}
             training = model.get("training") or {}
+            parameters = f"{model['parameters']:,}" if isinstance(model.get("parameters"), int) else "?"
             lines.append(f"- `{name}`: {model.get('architecture', '?')} {model.get('model_args', '')}, "
-                         f"{model.get('parameters', '?'):,} parameters, {model.get('channels', '?')} channel(s), trained on "
+                         f"{parameters} parameters, {model.get('channels', '?')} channel(s), trained on "
                          f"{Path(str(model.get('data', '?'))).name} with {model.get('noise', {}).get('type', '?')} noise "
                          f"{model.get('noise', {}).get('low', '?'):g}-{model.get('noise', {}).get('high', '?'):g}; "
-                         f"snapshot after {training.get('epochs', '?')} epochs (validation PSNR {training.get('best_val_psnr', '?')} dB "
-                         f"on Set12, sigma 25), sha256 `{str(model.get('sha256'))[:12]}`.")
+                         f"{'snapshot of a run in progress' if model.get('source') != 'registry' else 'the shipped weights'}, "
+                         f"{training.get('epochs', '?')} epochs (best validation PSNR {training.get('best_val_psnr', '?')} dB), sha256 `{str(model.get('sha256'))[:12]}`.")
         lines.append("")
     lines += ["### Quality", "",
               "Every method denoises the same noisy uint8 PNGs (protocol: clean uint8 + N(0, sigma^2) with the "
@@ -262,6 +277,7 @@ def main(argv=None) -> int:
     commands = [inv["command"] for inv in quality.get("invocations", []) + throughput.get("invocations", []) + profile.get("invocations", [])]
     seen = []
     for command in commands:
+        command = re.sub(r" --workdir \S+", "", command).replace("/work/bench_work/snap/gray.keras", "../runs/gray/gray.keras")
         if command not in seen:
             seen.append(command)
     lines += seen

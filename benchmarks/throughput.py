@@ -255,6 +255,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bm3d-images", type=int, default=1, help="(b) images CBM3D runs on (0: none).")
     parser.add_argument("--bm3d-crop", type=int, default=512, help="(c) side of the crop CBM3D runs on (0: none).")
     parser.add_argument("--profile", action="store_true", help="Also run each case under profile_run.py.")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="Only the profiled run of each case (no floor, plain run, BM3D or seam check).")
     parser.add_argument("--no-seams", action="store_true", help="Skip the tiled-vs-whole check of (c).")
     parser.add_argument("--out", default=str(common.RESULTS / "throughput.json"))
     args = parser.parse_args(argv)
@@ -296,6 +298,17 @@ def main(argv=None) -> int:
         images, megapixels = count_pixels(folder)
         row = {"case": case, "what": CASES[case], "images": images, "megapixels": round(megapixels, 3),
                "model": model["name"], "sigma": args.sigma, "device": args.device}
+        if args.profile_only:
+            print("  profile run ...", file=sys.stderr)
+            profile = workdir / f"profile-{case}.json"
+            row["profile_run"] = run_denoise(folder, workdir / "out" / f"profile-{case}", model["arg"], args.sigma,
+                                             args.device, [], profile=profile)
+            row["profile"] = json.loads(profile.read_text())
+            cases[f"{case}/{model['name']}/{args.device}"] = row
+            results["invocations"][-1].update(finished=common.now(), load_end=common.load())
+            common.save_json(Path(args.out), results)
+            print(json.dumps(row["profile"]["stages"], indent=1))
+            continue
         floors, runs = [], []
         for repeat in range(args.repeats):
             floors.append(run_floor(folder, workdir / "out" / f"floor-{case}", args.workers))
@@ -340,7 +353,7 @@ def main(argv=None) -> int:
             row["profile_run"] = run_denoise(folder, workdir / "out" / f"profile-{case}", model["arg"], args.sigma,
                                              args.device, [], profile=profile)
             row["profile"] = json.loads(profile.read_text())
-        cases[f"{case}/{args.device}"] = row
+        cases[f"{case}/{model['name']}/{args.device}"] = row
         results["invocations"][-1].update(finished=common.now(), load_end=common.load())
         common.save_json(Path(args.out), results)  # after every case: a long run keeps what it measured
         print(render([row]))
