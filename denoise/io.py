@@ -344,7 +344,8 @@ def encode(decoded: Decoded, pixels: np.ndarray, fmt: str, quality: int = 95) ->
     sixteen = decoded.bits > 8 and fmt in ("PNG", "TIFF")
     scale = 65535.0 if sixteen else 255.0
     dtype = np.uint16 if sixteen else np.uint8
-    array = np.clip(np.round(np.asarray(pixels, np.float32) * scale), 0, scale).astype(dtype)
+    scaled = np.multiply(pixels, scale, dtype=np.float32)  # one temporary, then in place
+    array = np.clip(np.round(scaled, out=scaled), 0, scale, out=scaled).astype(dtype)
     alpha = decoded.alpha
     if alpha is not None:
         alpha = _convert_depth(alpha, dtype)

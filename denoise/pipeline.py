@@ -517,7 +517,9 @@ class _Batcher:
         self.writes.add(self.writers.submit(self._finish, image))
 
     def _finish(self, image: _Image) -> None:
-        pixels = np.clip(image.blender.result(), 0.0, 1.0)
+        image.decoded.pixels = None  # every tile is done: free the input before encoding
+        result = image.blender.result()
+        pixels = np.clip(result, 0.0, 1.0, out=result)
         _write(image.job, image.decoded, pixels, self.options, self.recorder)
 
 
