@@ -100,7 +100,7 @@ def install() -> list[str]:
         (tiles.Blender, "result", "blend", timed),
         (io, "encode", "encode", timed),
         (io, "write_atomic", "write", timed),
-        (pipeline, "_decoded_stream", "wait for input (main thread)", timed_iterator),
+        (pipeline._ReadAhead, "__iter__", "wait for input (main thread)", timed_iterator),
     ]:
         if patch(owner, name, stage, wrap):
             patched.append(f"{getattr(owner, '__name__', owner)}.{name}")

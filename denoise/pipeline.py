@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
+import queue
 import signal
 import sys
 import threading
@@ -303,6 +305,7 @@ class Runner:
         self.warn = warn
         self.models: dict[str, object] = {}
         self.functions: dict[str, Callable] = {}
+        self.defaults: dict[int, str] = {}  # channels -> the model --model auto picked
         self.warned_sigma = False
         self.lock = threading.Lock()
 
@@ -310,12 +313,18 @@ class Runner:
         with self.lock:  # called from the decode threads
             return self._model_for(channels)
 
+    def prepare_if_ready(self, job: Job, decoded: io.Decoded):
+        """In a decode thread: :meth:`prepare` when the image's model is loaded, else ``decoded``
+        as it is (models load in the main thread, once TensorFlow has started)."""
+        name = self.options.model if self.options.model != "auto" else self.defaults.get(decoded.pixels.shape[-1])
+        return self.prepare(job, decoded) if name in self.models else decoded
+
     def _model_for(self, channels: int):
         from denoise import registry
 
         name = self.options.model
         if name == "auto":
-            name = registry.default_name(channels)
+            name = self.defaults[channels] = registry.default_name(channels)
         if name not in self.models:
             loaded = registry.load(name)
             self.models[name] = loaded
@@ -371,73 +380,100 @@ def _model_tiles(image: _Image):
             yield (index, None), tile
 
 
-def _decoded_stream(jobs: Iterator[Job], recorder: Recorder, prepare: Callable):
-    """tf.data: decode and ``prepare`` files in parallel (AUTOTUNE) and prefetch, in input order.
+class _ReadAhead:
+    """Decode files in a thread pool ahead of the model, from the moment it is created.
 
-    Yields ``(job, prepared or None)``; failed decodes come back with the job marked failed.
+    Created before TensorFlow loads, so the seconds of that import already decode images (Pillow
+    and numpy release the GIL). Yields ``(job, prepared)`` in input order: ``prepared`` is an
+    :class:`_Image` when the model was known by decode time, else the bare decode for the
+    caller to prepare; ``None`` for a job already finished (skipped or failed). Memory is bounded:
+    at most ``BUDGET`` decoded values wait, and up to ``workers + 1`` files whatever their size.
     """
-    import tensorflow as tf
 
-    lock = threading.Lock()
-    held: dict[int, tuple[Job, _Image | None]] = {}
-    pending: dict[int, Job] = {}
+    BUDGET = 1 << 25  # 32M values, 128 MB of float32: an 11-megapixel colour photo
+    MOST = 8192  # files in flight at most, however small
 
-    def generator():
-        for job in jobs:
-            if job.status != "pending":
-                recorder.finish(job)
-                continue
-            with lock:
-                pending[job.index] = job
-            yield job.index
+    def __init__(self, jobs: Iterator[Job], work: Callable, workers: int):
+        self.work, self.least = work, workers + 1
+        self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
+        self.ready: queue.Queue = queue.Queue()
+        self.space = threading.Condition()
+        self.waiting = self.held = 0  # files handed out but not yet taken, and their decoded values
+        self.stopped = False
+        self.feeder = threading.Thread(target=self._feed, args=(jobs,), daemon=True, name="plan")
+        self.feeder.start()
 
-    def decode(index):
-        index = int(index)
-        with lock:
-            job = pending.pop(index)
+    def _feed(self, jobs: Iterator[Job]) -> None:
+        try:
+            for job in jobs:
+                with self.space:
+                    self.space.wait_for(lambda: self.stopped or self.waiting < self.least
+                                        or (self.waiting < self.MOST and self.held < self.BUDGET))
+                    if self.stopped:
+                        return
+                    self.waiting += 1
+                self.ready.put((job, self.pool.submit(self._decode, job) if job.status == "pending" else None))
+        except BaseException as error:  # e.g. an unreadable folder: raised in the consuming thread
+            self.ready.put((None, error))
+            return
+        self.ready.put(None)
+
+    def _decode(self, job: Job):
         job.started = time.time()
         try:
-            prepared = prepare(job, io.read_image(job.input))
+            result = self.work(job, io.read_image(job.input))
         except io.ImageError as error:
             job.status, job.reason = "failed", str(error)
-            prepared = None
-        except Exception as error:  # e.g. a model that cannot load: re-raised in the main thread
-            prepared = error
-        with lock:
-            held[index] = (job, prepared)
-        return np.int64(index)
+            return None
+        with self.space:
+            self.held += _values(result)
+        return result
 
-    dataset = tf.data.Dataset.from_generator(generator, output_signature=tf.TensorSpec([], tf.int64))
-    @tf.autograph.experimental.do_not_convert
-    def decode_op(index):
-        return tf.numpy_function(decode, [index], tf.int64, stateful=True)
+    def __iter__(self):
+        try:
+            while (item := self.ready.get()) is not None:
+                job, future = item
+                if job is None:
+                    raise future
+                result = future if future is None else future.result()  # re-raises a worker's error
+                with self.space:
+                    self.waiting -= 1
+                    self.held -= _values(result)
+                    self.space.notify()
+                yield job, result
+        finally:
+            self.close()
 
-    dataset = dataset.map(
-        decode_op,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    ).prefetch(2)
-    for index in dataset.as_numpy_iterator():
-        with lock:
-            job, prepared = held.pop(int(index))
-        if isinstance(prepared, Exception):
-            raise prepared
-        yield job, prepared
+    def close(self) -> None:
+        with self.space:
+            self.stopped = True
+            self.space.notify_all()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _values(result) -> int:
+    if result is None:
+        return 0
+    decoded = result.decoded if isinstance(result, _Image) else result
+    return decoded.pixels.size
 
 
 def run_batch(options: RunOptions) -> dict:
     """Denoise every input image into the output tree; return the summary counts."""
-    _select_device(options.device)
     warn = lambda message: print(message, file=sys.stderr)  # noqa: E731
 
     def body(recorder: Recorder) -> None:
         runner = Runner(options, warn)
-        with concurrent.futures.ThreadPoolExecutor(options.workers) as writers:
+        reader = _ReadAhead(plan(options), runner.prepare_if_ready, options.workers)
+        with contextlib.closing(reader), concurrent.futures.ThreadPoolExecutor(options.workers) as writers:
+            _select_device(options.device)  # TensorFlow loads while the reader decodes
             batcher = _Batcher(runner, options, writers, recorder)
-            for job, prepared in _decoded_stream(plan(options), recorder, runner.prepare):
-                if prepared is None:
+            for job, prepared in reader:
+                if job.status != "pending" or prepared is None:
                     recorder.finish(job)
                     continue
+                if isinstance(prepared, io.Decoded):
+                    prepared = runner.prepare(job, prepared)
                 batcher.add(prepared)
             batcher.flush_all()
 
@@ -496,6 +532,7 @@ class _Batcher:
         images = np.stack([tile for _, _, tile in bucket]).astype(np.float32)
         sigmas = np.array([[image.sigma / 255.0] for image, _, _ in bucket], np.float32)
         outputs = self.runner.function(loaded)(images, sigmas).numpy()
+        finished = []
         for (image, (index, channel), _), output in zip(bucket, outputs):
             if channel is None:
                 if image.model.channels == 3 and image.decoded.pixels.shape[-1] == 1:
@@ -508,19 +545,24 @@ class _Batcher:
                     image.blender.add(index, np.stack(image.planes.pop(index), axis=-1))
             if image.blender.done and not image.submitted:
                 image.submitted = True
-                self._submit(image)
+                finished.append(image)
+        self._submit(finished)
 
-    def _submit(self, image: _Image) -> None:
-        self.writes = {future for future in self.writes if not future.done()}
-        if len(self.writes) >= 2 * self.options.workers:  # bounded memory: let the writers catch up
-            concurrent.futures.wait(self.writes, return_when=concurrent.futures.FIRST_COMPLETED)
-        self.writes.add(self.writers.submit(self._finish, image))
+    def _submit(self, images: list[_Image]) -> None:
+        # One writer task per few images, not per image: tiny images come a thousand a batch.
+        size = max(1, min(64, -(-len(images) // self.options.workers)))
+        for start in range(0, len(images), size):
+            self.writes = {future for future in self.writes if not future.done()}
+            if len(self.writes) >= 2 * self.options.workers:  # bounded memory: let the writers catch up
+                concurrent.futures.wait(self.writes, return_when=concurrent.futures.FIRST_COMPLETED)
+            self.writes.add(self.writers.submit(self._finish, images[start : start + size]))
 
-    def _finish(self, image: _Image) -> None:
-        image.decoded.pixels = None  # every tile is done: free the input before encoding
-        result = image.blender.result()
-        pixels = np.clip(result, 0.0, 1.0, out=result)
-        _write(image.job, image.decoded, pixels, self.options, self.recorder)
+    def _finish(self, images: list[_Image]) -> None:
+        for image in images:
+            image.decoded.pixels = None  # every tile is done: free the input before encoding
+            result = image.blender.result()
+            pixels = np.clip(result, 0.0, 1.0, out=result)
+            _write(image.job, image.decoded, pixels, self.options, self.recorder)
 
 
 class _Keeper(_Batcher):
@@ -530,8 +572,9 @@ class _Keeper(_Batcher):
         super().__init__(runner, runner.options, None, None)
         self.done: dict[int, np.ndarray] = {}
 
-    def _submit(self, image: _Image) -> None:
-        self.done[image.job.index] = np.clip(image.blender.result(), 0.0, 1.0)
+    def _submit(self, images: list[_Image]) -> None:
+        for image in images:
+            self.done[image.job.index] = np.clip(image.blender.result(), 0.0, 1.0)
 
 
 def denoise_decoded(runner: Runner, images: list[tuple[Job, io.Decoded]]) -> list[np.ndarray]:

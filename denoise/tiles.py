@@ -92,15 +92,15 @@ class Blender:
 
     def __init__(self, tiles: Grid, channels: int):
         self.tiles = tiles
-        height = max(tiles.rows.length, tiles.rows.tile)
-        width = max(tiles.columns.length, tiles.columns.tile)
-        self.sum = np.zeros((height, width, channels), np.float32)
-        self.row_weight = np.zeros(height, np.float32)
-        self.column_weight = np.zeros(width, np.float32)
         self.positions = list(tiles.positions())
         self.remaining = len(self.positions)
-        if len(self.positions) == 1:  # a single tile needs no weights
-            self.sum = None
+        self.sum = None  # a single tile needs no weights
+        if len(self.positions) > 1:
+            height = max(tiles.rows.length, tiles.rows.tile)
+            width = max(tiles.columns.length, tiles.columns.tile)
+            self.sum = np.zeros((height, width, channels), np.float32)
+            self.row_weight = np.zeros(height, np.float32)
+            self.column_weight = np.zeros(width, np.float32)
 
     def add(self, index: int, tile: np.ndarray) -> None:
         row_index, column_index, top, left = self.positions[index]
