@@ -1,7 +1,8 @@
 """Batch denoising: files -> decode -> tiles -> model -> blend -> encode -> files.
 
 - The file list is walked lazily, so the first output appears at once even for huge trees.
-- tf.data decodes files in parallel (AUTOTUNE) and prefetches while the model runs.
+- A thread pool decodes files in parallel, ahead of the model, starting before TensorFlow has
+  loaded (its import takes seconds; tf.data could only start after it).
 - Tiles of the same shape (and model) are batched together and run through one compiled
   function per model, traced once for any shape (no retracing per image).
 - Finished images are blended, encoded and written by worker threads while the next batch
