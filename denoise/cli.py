@@ -186,9 +186,13 @@ def models(as_json):
     """List the shipped models: what each is for and how well it does."""
     from denoise import registry
 
-    entries = registry.entries()
+    try:
+        manifest = registry.load_manifest()
+        entries = [entry for entry in manifest["models"] if isinstance(entry, dict) and "name" in entry]
+    except registry.WeightsError as error:
+        _fail(str(error))
     if as_json:
-        click.echo(json.dumps(registry.load_manifest(), indent=2))
+        click.echo(json.dumps(manifest, indent=2))
         return
     rows = [("name", "arch", "ch", "noise", "data", "params", "default for", "metrics")]
     for entry in entries:

@@ -166,6 +166,15 @@ def test_models_lists_the_registry(registry_dir):
     assert [entry["name"] for entry in listed["models"]] == ["unet-gray", "unet-color"]
 
 
+def test_models_with_a_corrupt_manifest_is_a_one_line_error(registry_dir):
+    (registry_dir / "manifest.json").write_text('{"models": [')
+    for args in (["models"], ["models", "--json"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2
+        assert "manifest.json: not a readable manifest" in result.output
+        assert "Traceback" not in result.output
+
+
 def test_add_noise_is_deterministic_and_has_the_asked_strength(tmp_path):
     clean = np.full((64, 64), 128, np.uint8)
     save(tmp_path / "in" / "flat.png", clean)
