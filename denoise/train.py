@@ -1,5 +1,8 @@
 """Train a denoising autoencoder with Keras ``fit``: checkpoints, resume, best model, manifest.
 
+Under ``--strategy multiworker`` the same training runs through :func:`denoise.distributed.fit`,
+our own distributed step, because Keras 3's ``fit`` fails with several workers.
+
 A run keeps its state in ``<out>.run/``: ``checkpoint.keras`` (model and optimizer, written every
 epoch and on Ctrl-C), ``state.json`` (the options, the epoch reached, the best validation PSNR),
 ``history.json``, ``loss.png`` and ``comparison.png``. ``--resume`` continues from there with the
@@ -23,6 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from denoise import distributed
 from denoise import models  # noqa: F401  registers the custom layers that checkpoints name
 from denoise.data import DataOptions
 
@@ -160,20 +164,27 @@ def train(options: TrainOptions, log=print, callbacks=()) -> dict:
     val_set = data.validation_dataset(val_images, data_options, with_sigma, multiple, size=fixed)
 
     chief = _is_chief(strategy)
-    folder = folder if chief else Path(tempfile.mkdtemp(prefix="denoise-worker-"))
+    if not chief:
+        folder = Path(tempfile.mkdtemp(prefix="denoise-worker-"))
+        resolver = strategy.cluster_resolver
+        log(f"{resolver.task_type} {resolver.task_id}: checkpoints in {folder} (the chief writes {options.out})")
     folder.mkdir(parents=True, exist_ok=True)
     checkpointer = _checkpointer(options, folder, state, log, val_set, write_outputs=chief)
+    logdir = options.logdir if chief or not options.logdir else str(folder / "logs")
+    fit_arguments = dict(
+        epochs=options.epochs,
+        initial_epoch=state["epoch"],
+        steps_per_epoch=steps,
+        callbacks=[checkpointer, *_keras_callbacks(options, logdir), *callbacks],
+        verbose=2 if not sys.stdout.isatty() else 1,
+    )
     started = time.time()
     try:
-        model.fit(
-            train_set,
-            epochs=options.epochs,
-            initial_epoch=state["epoch"],
-            steps_per_epoch=steps,
-            callbacks=[checkpointer, *_keras_callbacks(options), *callbacks],
-            shuffle=False,  # the tf.data pipeline shuffles
-            verbose=2 if not sys.stdout.isatty() else 1,
-        )
+        if distributed.is_multi_worker(strategy):  # Keras's fit fails there: keras-team/keras#20585
+            distributed.fit(model, strategy, train_set, loss=keras.losses.get(_loss(options.loss)), metric=psnr,
+                            batch_size=options.data.batch_size, **fit_arguments)
+        else:
+            model.fit(train_set, shuffle=False, **fit_arguments)  # the tf.data pipeline shuffles
     except KeyboardInterrupt:
         _save_atomic(model, folder / "checkpoint.keras")
         checkpointer.save_state()
@@ -230,7 +241,9 @@ def _steps(options: TrainOptions, images: int) -> int:
     return options.steps_per_epoch or max(1, images // options.data.batch_size)
 
 
-def _keras_callbacks(options: TrainOptions) -> list:
+def _keras_callbacks(options: TrainOptions, logdir: str | None = None) -> list:
+    """EarlyStopping, ReduceLROnPlateau and TensorBoard (into ``logdir``, default ``--logdir``)."""
+    logdir = logdir or options.logdir
     callbacks = []
     if options.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping("val_psnr", patience=options.early_stopping, mode="max"))
@@ -238,8 +251,8 @@ def _keras_callbacks(options: TrainOptions) -> list:
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau("val_psnr", factor=0.5, patience=options.reduce_on_plateau, mode="max")
         )
-    if options.logdir:
-        callbacks.append(keras.callbacks.TensorBoard(options.logdir))
+    if logdir:
+        callbacks.append(keras.callbacks.TensorBoard(logdir))
     return callbacks
 
 

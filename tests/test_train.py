@@ -1,11 +1,13 @@
 """`denoise train` end to end on tiny generated data: learning, files, resume, Ctrl-C, the
-manifest, tfds (mocked), fast failure without data, and the mirrored strategy on two CPUs."""
+manifest, tfds (mocked), fast failure without data, the mirrored strategy on two CPUs and the
+multi-worker strategy with two worker processes on localhost."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -212,3 +214,63 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(images, tmp_path):
     assert "resuming" in result.stderr
     assert [row["epoch"] for row in history(out)] == [1, 2]
     assert registry.load(str(out)).noise_level_input
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on localhost now (the workers bind them a moment later); skip when none can be bound."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sockets.append(socket.socket())
+            sockets[-1].bind(("localhost", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    except OSError as error:
+        pytest.skip(f"cannot bind a localhost port: {error}")
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_multiworker_strategy_trains_with_two_worker_processes(images, tmp_path):
+    workers = [f"localhost:{port}" for port in free_ports(2)]
+    out = tmp_path / "multiworker.keras"
+    command = [
+        sys.executable, "-c", "from denoise.cli import main; main()", "train", "--data", str(images), *TINY,
+        "--arch", "unet", "--depth", "2", "--blocks", "1", "--epochs", "2", "--strategy", "multiworker",
+        "--device", "cpu", "--out", str(out),
+    ]
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        temporary = tmp_path / f"tmp{index}"  # TMPDIR: where a worker other than the chief keeps its files
+        temporary.mkdir()
+        env = {**os.environ, "TF_CONFIG": json.dumps(config), "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(temporary)}
+        processes.append(
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        )
+    deadline = time.monotonic() + 240
+    try:
+        outputs = [process.communicate(timeout=max(1.0, deadline - time.monotonic()))[0] for process in processes]
+    finally:
+        for process in processes:  # a worker whose peer never comes waits for it
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+        assert "2 replica(s) (CollectiveAllReduceStrategy)" in output
+    assert [row["epoch"] for row in history(out)] == [1, 2]
+    state = json.loads((run_dir(str(out)) / "state.json").read_text())["state"]
+    assert state["epoch"] == 2 and state["best_psnr"] == max(row["val_psnr"] for row in history(out))
+    assert registry.load(str(out)).noise_level_input
+    assert not list((tmp_path / "tmp0").glob("denoise-worker-*"))  # the chief writes only OUT and OUT.run/
+    # Worker 1 trained in step with the chief: the same weights and optimizer state, and the
+    # same validation lines.
+    (other,) = (tmp_path / "tmp1").glob("denoise-worker-*/checkpoint.keras")
+    chief = keras.saving.load_model(run_dir(str(out)) / "checkpoint.keras")
+    worker = keras.saving.load_model(other)
+    assert int(chief.optimizer.iterations) == int(worker.optimizer.iterations) == 4
+    for chief_weights, worker_weights in zip(chief.get_weights(), worker.get_weights(), strict=True):
+        np.testing.assert_array_equal(chief_weights, worker_weights)
+    epochs = [[line for line in output.splitlines() if line.startswith("epoch ")] for output in outputs]
+    assert len(epochs[0]) == 2 and epochs[0] == epochs[1]
