@@ -18,7 +18,9 @@ units, of the noise a mid-grey pixel receives, so every type maps onto one scale
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import math
 
 import numpy as np
 
@@ -147,12 +149,27 @@ def _add_noise_scaled(x: np.ndarray, spec: NoiseSpec, rng: np.random.Generator, 
 def estimate_sigma(image: np.ndarray, patch: int = 7, max_patches: int = 60_000) -> float:
     """Estimate the Gaussian noise level of an image in [0, 1], in 0-255 units.
 
-    The PCA method of Chen, Zhu and Heng (ICCV 2015): the covariance of image patches has
-    its smallest eigenvalues from noise alone; the largest tail of eigenvalues whose mean is
-    no more than its median is taken as pure noise, and its mean is sigma squared. Texture
-    lives in the large eigenvalues, so unlike wavelet estimators it does not read texture as
-    noise. Patches whose mean lies within 2.5 sigma of 0 or 1 are left out: clipping
-    shrinks the noise there.
+    ``image`` is (H, W) or (H, W, C); the channels share one noise level and their patches
+    are pooled. Two published methods, one after the other:
+
+    - weak-textured patch selection (Liu, Tanaka and Okutomi, IEEE TIP 2013): the gradient
+      energy tr(G^T G) of a patch of pure Gaussian noise follows a gamma law scaled by sigma
+      squared, so the patches whose energy lies below its 99% quantile at the current
+      estimate are taken as free of texture, sigma is estimated again on them alone, and the
+      selection repeated (a few rounds, from the estimate on all patches: texture only adds
+      energy, so the rounds come down to the noise);
+    - the PCA estimate of Chen, Zhu and Heng (ICCV 2015) on those patches: the covariance of
+      the patches has its smallest eigenvalues from noise alone; the largest tail of
+      eigenvalues whose mean is no more than its median is taken as pure noise, and its mean
+      is sigma squared.
+
+    PCA on all patches reads fine texture as noise at low noise levels (+42% at sigma 5 on
+    Set12); on weak-textured patches it does not. Patches with a 3x3 mean within 1.5 sigma
+    of 0 or 1 are left out, clipping having shrunk their noise (in an image almost all dark
+    or bright, the weak-textured patches farthest from 0 and 1 are used). Salt-and-pepper
+    noise, which no patch is free of, gets its root mean square, as PCA on all patches
+    measures it. Up to ``max_patches`` patches are sampled on an even grid, so the cost is
+    bounded whatever the image size (about 0.1 CPU second). Deterministic.
     """
     pixels = np.asarray(image, np.float32)
     if pixels.ndim == 2:
@@ -160,21 +177,153 @@ def estimate_sigma(image: np.ndarray, patch: int = 7, max_patches: int = 60_000)
     height, width, channels = pixels.shape
     if height < patch or width < patch:
         return 0.0
-    windows = np.lib.stride_tricks.sliding_window_view(pixels, (patch, patch), axis=(0, 1))
-    count = (height - patch + 1) * (width - patch + 1) * channels
-    stride = max(1, int(np.ceil(np.sqrt(count / max_patches))))
-    windows = windows[::stride, ::stride]  # (h', w', C, patch, patch)
-    vectors = windows.reshape(-1, patch * patch).astype(np.float64)
-    means = vectors.mean(axis=1)
-    sigma = _pca_sigma(vectors)
-    for _ in range(2):
-        # Keep patches whose mean is far enough from black and white that clipping did not
-        # shrink their noise; chosen by the patch mean, which the noise barely moves.
-        keep = (means > 2.5 * sigma) & (means < 1.0 - 2.5 * sigma)
-        if keep.sum() < 10 * patch * patch:
+    patches = _sample_patches(pixels, patch, max_patches)  # (N, patch, patch) float64
+    vectors = patches.reshape(len(patches), -1)
+    energy, distance = _gradient_energy(patches), _clip_distance(patches)
+    sigma = on_all = _pca_sigma(vectors)
+    minimum = _MIN_PATCHES_PER_DIMENSION * patch * patch
+    threshold = _weak_texture_threshold(patch, _WEAK_TEXTURE_CONFIDENCE)  # in units of sigma^2
+    for _ in range(_WEAK_TEXTURE_ROUNDS):
+        weak = energy < threshold * sigma * sigma
+        if np.count_nonzero(weak) < minimum:
             break
-        sigma = _pca_sigma(vectors[keep])
+        keep = weak & (distance > _CLIP_MARGIN * sigma)
+        if np.count_nonzero(keep) < minimum:  # mostly dark or bright: the weak patches farthest from 0 and 1
+            keep = weak & (distance >= np.sort(distance[weak])[-minimum])
+        previous, sigma = sigma, _pca_sigma(vectors[keep])
+        if abs(sigma - previous) <= 1e-3 * previous:
+            break
+    # Salt-and-pepper noise: its black and white pixels make every patch they hit textured,
+    # so the rounds above measure only the rest. Its level, for the models, is its root mean
+    # square, which PCA on all patches measures (as the estimate did before the rounds).
+    jump = max(_IMPULSE_JUMP * sigma, _IMPULSE_MIN_JUMP)
+    if np.count_nonzero(_isolation(patches) > jump) > _IMPULSE_FRACTION * len(patches):
+        sigma = max(sigma, on_all)
     return float(sigma * 255.0)
+
+
+# The quantile of the gradient energy of pure noise below which a patch counts as free of
+# texture; the rounds of selection and estimation; the least number of patches, per dimension
+# of a patch, a covariance is estimated from; how many sigmas the 3x3 means of a patch keep
+# from 0 and 1 for clipping not to shrink its noise.
+_WEAK_TEXTURE_CONFIDENCE = 0.99
+_WEAK_TEXTURE_ROUNDS = 4
+_MIN_PATCHES_PER_DIMENSION = 10
+_CLIP_MARGIN = 1.5
+# Salt-and-pepper noise: a black or white pixel whose 8 neighbours all differ from it by more
+# than 6 sigma (and 0.2) is an impulse; impulses at over 0.1% of the patch centres are that noise
+# (at most 0.02% in Set12, McMaster18 and 80 BSDS photos, clean or with Gaussian noise).
+_IMPULSE_JUMP = 6.0
+_IMPULSE_MIN_JUMP = 0.2
+_IMPULSE_FRACTION = 0.001
+
+
+def _sample_patches(pixels: np.ndarray, patch: int, max_patches: int) -> np.ndarray:
+    """Up to ``max_patches`` patches of every channel on an even grid, as float64."""
+    rows, columns, channels = pixels.shape[0] - patch + 1, pixels.shape[1] - patch + 1, pixels.shape[2]
+    scale = min(1.0, float(np.sqrt(max_patches / (rows * columns * channels))))
+    take_rows = np.unique(np.linspace(0, rows - 1, max(1, int(rows * scale))).round().astype(np.intp))
+    take_columns = np.unique(np.linspace(0, columns - 1, max(1, int(columns * scale))).round().astype(np.intp))
+    windows = np.lib.stride_tricks.sliding_window_view(pixels, (patch, patch), axis=(0, 1))
+    windows = windows[np.ix_(take_rows, take_columns)]  # (rows', columns', C, patch, patch)
+    return windows.reshape(-1, patch, patch).astype(np.float64)
+
+
+def _gradient_energy(patches: np.ndarray) -> np.ndarray:
+    """tr(G^T G) of each patch: its squared central differences, across and down, summed."""
+    across = 0.5 * (patches[:, :, 2:] - patches[:, :, :-2])
+    down = 0.5 * (patches[:, 2:, :] - patches[:, :-2, :])
+    return np.einsum("nij,nij->n", across, across) + np.einsum("nij,nij->n", down, down)
+
+
+def _isolation(patches: np.ndarray) -> np.ndarray:
+    """How far a white (black) centre pixel stands above (below) all its 8 neighbours; else 0."""
+    middle = patches.shape[1] // 2
+    block = patches[:, middle - 1 : middle + 2, middle - 1 : middle + 2].reshape(len(patches), 9)
+    centre, neighbours = block[:, 4], np.delete(block, 4, axis=1)
+    white = np.where(centre >= 1.0, 1.0 - neighbours.max(axis=1), 0.0)
+    return np.where(centre <= 0.0, neighbours.min(axis=1), white)
+
+
+def _clip_distance(patches: np.ndarray) -> np.ndarray:
+    """How close each patch comes to black or white: the extremes of its 3x3 means.
+
+    The 3x3 means have a third of the noise, so a flat patch is judged by its level, not by
+    its noise, and a patch half dark half bright is known for what it is.
+    """
+    rows = patches[:, :-2] + patches[:, 1:-1] + patches[:, 2:]
+    means = (rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]) / 9.0
+    return np.minimum(means.min(axis=(1, 2)), 1.0 - means.max(axis=(1, 2)))
+
+
+@functools.lru_cache(maxsize=None)
+def _weak_texture_threshold(patch: int, confidence: float) -> float:
+    """The ``confidence`` quantile of the gradient energy of a patch of unit Gaussian noise.
+
+    That energy is n^T D n for the noise n and D = Dh^T Dh + Dv^T Dv (the central-difference
+    operators); as in Liu et al., it is taken to be gamma with shape rank(D) / 2 and mean tr(D).
+    """
+    size = patch * patch
+    index = np.arange(size).reshape(patch, patch)
+    rows = []
+    for before, after in ((index[:, :-2], index[:, 2:]), (index[:-2, :], index[2:, :])):
+        for low, high in zip(before.ravel(), after.ravel()):
+            row = np.zeros(size)
+            row[low], row[high] = -0.5, 0.5
+            rows.append(row)
+    operator = np.array(rows)
+    gram = operator.T @ operator
+    rank = int(np.linalg.matrix_rank(gram))
+    return _gamma_quantile(confidence, rank / 2.0) * 2.0 * float(np.trace(gram)) / rank
+
+
+def _gamma_quantile(p: float, shape: float) -> float:
+    """The ``p`` quantile of the unit-scale gamma distribution, by bisection of its CDF."""
+    low, high = 0.0, max(1.0, 2.0 * shape)
+    while _gamma_cdf(high, shape) < p:
+        high *= 2.0
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        if _gamma_cdf(middle, shape) < p:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-12 * high:
+            break
+    return 0.5 * (low + high)
+
+
+def _gamma_cdf(x: float, shape: float) -> float:
+    """The regularised lower incomplete gamma function P(shape, x) (Numerical Recipes 6.2)."""
+    if x <= 0.0:
+        return 0.0
+    log_prefactor = shape * math.log(x) - x - math.lgamma(shape)
+    if x < shape + 1.0:  # the series converges fast here
+        term = total = 1.0 / shape
+        denominator = shape
+        for _ in range(10_000):
+            denominator += 1.0
+            term *= x / denominator
+            total += term
+            if abs(term) < abs(total) * 1e-16:
+                break
+        return min(1.0, total * math.exp(log_prefactor))
+    tiny = 1e-300  # else the continued fraction of Q = 1 - P, by the modified Lentz method
+    b = x + 1.0 - shape
+    c, d = 1.0 / tiny, 1.0 / b
+    result = d
+    for i in range(1, 10_000):
+        a = -i * (i - shape)
+        b += 2.0
+        d = a * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + a / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        result *= d * c
+        if abs(d * c - 1.0) < 1e-16:
+            break
+    return max(0.0, 1.0 - math.exp(log_prefactor) * result)
 
 
 def _pca_sigma(vectors: np.ndarray) -> float:

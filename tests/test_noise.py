@@ -15,8 +15,10 @@ from denoise.noise import (
     add_noise_uint,
     draw,
     effective_sigma,
+    estimate_sigma,
     seed_for,
 )
+from denoise.noise import _gamma_quantile, _weak_texture_threshold
 
 GREY = 100.0  # a mid-grey level (0-255) far enough from 0 and 255 for nothing to clip
 SIZE = 256
@@ -99,6 +101,72 @@ def test_the_same_seed_gives_the_same_noise():
     first = add_noise_uint(image, spec, rng(seed_for("a.png", 3)))
     assert np.array_equal(first, add_noise_uint(image, spec, rng(seed_for("a.png", 3))))
     assert seed_for("a.png", 3) != seed_for("b.png", 3) != seed_for("a.png", 4)
+
+
+# --- Estimating sigma (--sigma auto) -------------------------------------------------------
+
+
+def textured(size: int = 128, channels: int = 1) -> np.ndarray:
+    """A clean uint8 image: smooth shading on the left, the same plus a fine random texture
+    (std 8 grey levels, like sand or film grain) on the right. Patch PCA alone reads that
+    texture as noise: the estimator before weak-texture selection said 7.5 at sigma 5."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    smooth = 70 + 110 * x + 30 * np.sin(3 * y)
+    texture = np.random.default_rng(7).normal(0.0, 8.0, (size, size))
+    image = smooth + np.where(x > 0.5, texture, 0.0)
+    image = np.repeat(image[..., None], channels, axis=-1)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def noisy_unit(clean: np.ndarray, spec: NoiseSpec, seed: int = 0) -> np.ndarray:
+    """The protocol's noisy uint8 image, as the pipeline hands it over: float32 in [0, 1]."""
+    return add_noise_uint(clean, spec, rng(seed)).astype(np.float32) / 255.0
+
+
+@pytest.mark.parametrize("sigma", [5, 25])
+@pytest.mark.parametrize("size, channels", [(128, 1), (96, 3)])
+def test_estimate_sigma_is_within_15_percent_on_a_textured_image(sigma, size, channels):
+    image = noisy_unit(textured(size, channels), NoiseSpec("gaussian", sigma, sigma))
+    assert estimate_sigma(image) == pytest.approx(sigma, rel=0.15)
+
+
+def test_estimate_sigma_leaves_out_clipped_black_areas():
+    y, x = np.mgrid[0:128, 0:128] / 128
+    clean = np.where(x < 0.6, 4, 110 + 60 * y).round().astype(np.uint8)  # 60% near black
+    for sigma in (5, 25, 50):
+        assert estimate_sigma(noisy_unit(clean, NoiseSpec("gaussian", sigma, sigma))) == pytest.approx(sigma, rel=0.15)
+
+
+def test_estimate_sigma_of_clean_images_is_about_zero():
+    assert estimate_sigma(np.full((96, 96, 1), 0.4, np.float32)) == 0.0
+    assert estimate_sigma(np.full((96, 96, 3), 1.0, np.float32)) == 0.0
+    assert estimate_sigma(textured().astype(np.float32) / 255.0) < 1.0  # texture is not noise
+    assert estimate_sigma(np.zeros((5, 5), np.float32)) == 0.0  # smaller than a patch
+
+
+def test_estimate_sigma_is_deterministic_and_takes_grey_as_2d_or_3d():
+    image = noisy_unit(textured(), NoiseSpec("gaussian", 15, 15))
+    first = estimate_sigma(image)
+    assert isinstance(first, float)
+    assert estimate_sigma(image.copy()) == first
+    assert estimate_sigma(image[..., 0]) == first
+    assert estimate_sigma(image.astype(np.float64)) == pytest.approx(first, rel=1e-6)
+
+
+def test_estimate_sigma_gives_salt_and_pepper_noise_its_rms():
+    clean = textured()
+    noisy = add_noise_uint(clean, NoiseSpec("salt-pepper", 0.05, 0.05), rng(3))
+    rms = np.sqrt(np.mean((noisy.astype(float) - clean) ** 2))
+    assert estimate_sigma(noisy.astype(np.float32) / 255.0) == pytest.approx(rms, rel=0.15)
+
+
+def test_gamma_quantile_matches_known_values():
+    assert _gamma_quantile(0.5, 1.0) == pytest.approx(np.log(2.0), rel=1e-9)  # exponential
+    assert _gamma_quantile(0.99, 1.0) == pytest.approx(np.log(100.0), rel=1e-9)
+    assert 2 * _gamma_quantile(0.99, 5.0) == pytest.approx(23.2093, abs=1e-4)  # chi-square, 10 dof
+    assert 2 * _gamma_quantile(0.05, 10.0) == pytest.approx(10.8508, abs=1e-4)  # chi-square, 20 dof
+    # 7x7 patches: rank 45 and trace 35 for the two central-difference operators
+    assert _weak_texture_threshold(7, 0.99) == pytest.approx(_gamma_quantile(0.99, 22.5) * 70 / 45)
 
 
 # --- TensorFlow -----------------------------------------------------------------------------
