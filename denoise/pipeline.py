@@ -436,7 +436,7 @@ class _ReadAhead:
                 job, future = item
                 if job is None:
                     raise future
-                result = future if future is None else future.result()  # re-raises a worker's error
+                result = None if future is None else future.result()  # re-raises a worker's error
                 with self.space:
                     self.waiting -= 1
                     self.held -= _values(result)
