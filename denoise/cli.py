@@ -201,9 +201,11 @@ def models(as_json):
         # The headline figures: denoised PSNR at each sigma with the true sigma.
         headline = {key: value for key, value in metrics.items() if "_psnr_sigma" in key
                     and "noisy" not in key and not key.endswith("_auto")}
-        shown = ", ".join(f"{key.split('_psnr_')[1]} {value:.2f} dB" for key, value in headline.items())
-        if headline:
-            shown = f"{next(iter(headline)).split('_psnr_')[0]}: {shown}"
+        groups: dict[str, list[str]] = {}  # data set -> "sigmaN PSNR"
+        for key, value in headline.items():
+            data_set, sigma = key.split("_psnr_")
+            groups.setdefault(data_set, []).append(f"{sigma} {value:.2f}")
+        shown = "; ".join(f"{data_set}: {', '.join(items)} dB" for data_set, items in groups.items())
         rows.append((
             entry["name"], entry.get("architecture", "?"), str(entry.get("channels", "?")),
             f"{noise.get('type', '?')} {noise.get('low', '?'):g}-{noise.get('high', '?'):g}",
@@ -263,11 +265,13 @@ def models(as_json):
 @click.option("--name", help="Registry name; with it (or with --out in weights/) the model's entry is written "
                              "to the manifest.json beside --out.")
 @click.option("--resume", is_flag=True, help="Continue the run saved beside --out (same epoch and optimizer state).")
+@click.option("--init-from", type=click.Path(), help="Start a new run from this model's weights (same architecture): "
+                                                    "fine-tuning, e.g. on larger patches at a lower --lr.")
 @click.option("--out", required=True, type=click.Path(), help="Where the best model (.keras) goes; run state in OUT.run/.")
 @click.pass_context
 def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks, latent_dim, noise, level, clip,
           augment, patch_size, epochs, steps_per_epoch, batch_size, loss, learning_rate, schedule, early_stopping,
-          reduce_lr_on_plateau, val_sigma, val_count, seed, logdir, strategy, device, name, resume, out):
+          reduce_lr_on_plateau, val_sigma, val_count, seed, logdir, strategy, device, name, resume, init_from, out):
     """Train a denoising autoencoder on clean images with noise added on the fly.
 
     Each epoch writes OUT.run/checkpoint.keras; Ctrl-C saves it too, and --resume continues.
@@ -299,7 +303,8 @@ def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks,
         data=data_options, out=out, arch=arch, model_args=model_args, epochs=epochs,
         steps_per_epoch=steps_per_epoch, loss=loss, learning_rate=learning_rate, schedule=schedule,
         early_stopping=early_stopping, reduce_on_plateau=reduce_lr_on_plateau, logdir=logdir,
-        strategy=strategy, resume=resume, name=name, command=_command_line(ctx, skip=("resume", "device")),
+        strategy=strategy, resume=resume, name=name, init_from=init_from,
+        command=_command_line(ctx, skip=("resume", "device")),
     )
     try:
         summary = run_training(options, log=lambda message: click.echo(message, err=True))

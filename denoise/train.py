@@ -53,6 +53,7 @@ class TrainOptions:
     resume: bool = False
     command: str = ""
     name: str | None = None  # the registry name, when the output goes to a manifest
+    init_from: str | None = None  # a .keras model whose weights a fresh run starts from (fine-tuning)
 
 
 SCHEDULES = ("cosine", "constant")
@@ -77,6 +78,8 @@ def check(options: TrainOptions) -> None:
         raise ValueError("--logdir needs the tensorboard package (pip install tensorboard)")
     if not str(options.out).endswith(".keras"):
         raise ValueError(f"--out {options.out}: the model file name must end in .keras")
+    if options.init_from and not Path(options.init_from).is_file():
+        raise ValueError(f"--init-from {options.init_from}: no such model file")
 
 
 def _has_tensorboard() -> bool:
@@ -229,12 +232,23 @@ def _new_model(options: TrainOptions, patch: int, images: int):
     if options.arch == "dense":
         model_args.setdefault("size", patch)
     model = models.build(options.arch, channels=options.data.channels, **model_args)
+    if options.init_from:
+        _copy_weights(keras.saving.load_model(options.init_from, compile=False), model, options.init_from)
     model.compile(
         optimizer=keras.optimizers.Adam(_learning_rate(options, _steps(options, images))),
         loss=_loss(options.loss),
         metrics=[psnr],
     )
     return model
+
+
+def _copy_weights(source, target, name: str) -> None:
+    """Give ``target`` the weights of ``source``, which must have the same architecture."""
+    shapes = [tuple(weight.shape) for weight in source.weights]
+    if shapes != [tuple(weight.shape) for weight in target.weights]:
+        raise ValueError(f"--init-from {name}: its layers do not match --arch {target.name} with these "
+                         "--channels/--filters/--depth/--blocks")
+    target.set_weights(source.get_weights())
 
 
 def _steps(options: TrainOptions, images: int) -> int:

@@ -166,6 +166,17 @@ def test_models_lists_the_registry(registry_dir):
     assert [entry["name"] for entry in listed["models"]] == ["unet-gray", "unet-color"]
 
 
+def test_models_shows_the_headline_psnr_per_data_set(registry_dir):
+    manifest = json.loads((registry_dir / "manifest.json").read_text())
+    manifest["models"][0]["metrics"] = {
+        "set12_psnr_sigma25": 29.93, "set12_psnr_sigma25_auto": 29.9, "set12_noisy_psnr_sigma25": 20.3,
+        "set12_psnr_sigma50": 26.9, "mcmaster18_channelwise_psnr_sigma25": 30.94,
+    }
+    (registry_dir / "manifest.json").write_text(json.dumps(manifest))
+    row = next(line for line in invoke("models").output.splitlines() if line.startswith("unet-gray"))
+    assert row.endswith("set12: sigma25 29.93, sigma50 26.90 dB; mcmaster18_channelwise: sigma25 30.94 dB")
+
+
 def test_models_with_a_corrupt_manifest_is_a_one_line_error(registry_dir):
     (registry_dir / "manifest.json").write_text('{"models": [')
     for args in (["models"], ["models", "--json"]):

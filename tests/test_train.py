@@ -124,6 +124,22 @@ def test_ctrl_c_leaves_a_checkpoint_that_resume_finishes(images, tmp_path):
     assert summary["epochs"] == 2 and [row["epoch"] for row in history(out)] == [1, 2]
 
 
+def test_init_from_starts_a_new_run_from_a_trained_model(images, tmp_path):
+    first = tmp_path / "first.keras"
+    assert invoke("--data", images, *TINY, "--epochs", "3", "--lr", "0.01", "--out", first)[0] == 0
+    second = tmp_path / "second.keras"
+    code, output = invoke("--data", images, *TINY, "--epochs", "1", "--lr", "1e-9", "--init-from", first,
+                          "--out", second)
+    assert code == 0, output
+    # At a negligible learning rate the fine-tuned run validates as well as the model it started from.
+    assert history(second)[0]["val_psnr"] == pytest.approx(max(row["val_psnr"] for row in history(first)), abs=0.05)
+
+    code, output = invoke("--data", images, *TINY, "--filters", "8", "--init-from", first, "--out", tmp_path / "x.keras")
+    assert code == 2 and "--init-from" in output and "do not match" in output
+    code, output = invoke("--data", images, *TINY, "--init-from", tmp_path / "none.keras", "--out", tmp_path / "y.keras")
+    assert code == 2 and "no such model file" in output
+
+
 @pytest.mark.parametrize("extra", [
     ["--loss", "l1", "--noise", "poisson", "--early-stopping", "1", "--lr", "1e-9", "--epochs", "4"],
     ["--loss", "bce", "--noise", "salt-pepper", "--schedule", "constant", "--reduce-lr-on-plateau", "1", "--epochs", "1"],

@@ -3,12 +3,14 @@
     python train_scripts/natural_images.py train gray --datasets ../shared/datasets
     python train_scripts/natural_images.py ship gray --datasets ../shared/datasets
 
-`train` runs (or, with --resume, continues) the exact `denoise train` command below; its state
-lives in OUT.run/ (weights/NAME.keras.run/, committed with the model: checkpoint with optimizer,
-state and history), so a run resumes where the last shipped checkpoint stopped, on any machine. `ship` copies the best model
-into weights/ without its optimizer, measures it by the protocol (Set12 for gray, McMaster18
-for color; sigma 15, 25, 50, with the true sigma and with --sigma auto) and writes its
-manifest entry. Validation sets are only ever used for validation, never for training.
+`train` runs two `denoise train` stages, each resuming where it stopped: stage 1 (64x64 patches,
+learning rate 1e-3) writes weights/NAME.keras with its run in weights/NAME.keras.run/; stage 2
+starts from stage 1's last checkpoint and fine-tunes on 128x128 patches at a lower learning rate,
+in weights/NAME.keras.run/stage2.keras(.run/). The run folders (checkpoint with optimizer, state,
+history) are committed, so training continues on any machine. `ship` copies the best model of the
+latest stage (or --source) into weights/ without its optimizer, measures it by the protocol
+(Set12 for gray, McMaster18 for color; sigma 15, 25, 50, with the true sigma and with
+--sigma auto) and writes its manifest entry. Validation sets are only ever used for validation.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,18 +40,50 @@ COMMON = [
     "--epochs", "200", "--steps-per-epoch", "400",  # 80k steps; an epoch (a checkpoint) every 1-2 minutes
     "--lr", "1e-3", "--schedule", "cosine",  # Adam, cosine decay to 1 % over the whole run
 ]
+STAGE2 = [
+    "--patch-size", "128",  # 4x the context: the 1/16-scale levels see 8x8 instead of 4x4 positions
+    "--batch-size", "4",  # the same pixels per step as stage 1, so the same time per step
+    "--epochs", "100", "--steps-per-epoch", "400",  # 40k steps
+    "--lr", "2e-4", "--schedule", "cosine",  # a fifth of stage 1's start: refine, do not forget
+]
 
 
-def train_command(name: str, datasets: Path, out: Path) -> list[str]:
+def stage_outputs(out: Path) -> list[Path]:
+    """The model each stage writes; a stage's run state lives beside it in MODEL.run/."""
+    return [out, Path(f"{out}.run") / "stage2.keras"]
+
+
+def train_commands(name: str, datasets: Path, out: Path) -> list[list[str]]:
+    """The `denoise train` command of each stage, in order."""
     spec = MODELS[name]
-    return [
+    base = [
         "denoise", "train", "--data", str(datasets / spec["train"]), "--val-data", str(datasets / spec["validation"]),
         "--val-count", str(spec["val_count"]), "--channels", str(spec["channels"]), *COMMON,
-        "--name", name, "--out", str(out),
+    ]
+    first, second = stage_outputs(out)
+    return [
+        [*base, "--name", name, "--out", str(first)],
+        [*_override(base, STAGE2), "--init-from", f"{first}.run/checkpoint.keras", "--out", str(second)],
     ]
 
 
-def ship(name: str, datasets: Path, run_model: Path, weights: Path) -> dict:
+def _override(command: list[str], options: list[str]) -> list[str]:
+    """``command`` with the values of ``options`` (pairs of flag and value) in place of its own."""
+    command = list(command)
+    for flag, value in zip(options[::2], options[1::2]):
+        command[command.index(flag) + 1] = value
+    return command
+
+
+def _stage_of(source: Path, outputs: list[Path]) -> int:
+    """Which stage ``source`` comes from: its best model, or a file in its run folder."""
+    for index in reversed(range(len(outputs))):
+        if source.resolve() in (outputs[index].resolve(), *Path(f"{outputs[index]}.run").resolve().glob("*.keras")):
+            return index
+    return len(outputs) - 1
+
+
+def ship(name: str, datasets: Path, source: Path, weights: Path) -> dict:
     from denoise import registry, runtime
     from denoise.evaluate import EvalOptions, evaluate
     from denoise.noise import NoiseSpec
@@ -61,14 +94,10 @@ def ship(name: str, datasets: Path, run_model: Path, weights: Path) -> dict:
     from denoise.train import _save_inference_model
 
     target = weights / f"{name}.keras"
-    _save_inference_model(keras.saving.load_model(run_model, compile=False), target)
-    # The run's checkpoint (with the optimizer) ships too, so `train --resume` continues it anywhere.
-    run_dir = Path(f"{target}.run")
-    run_dir.mkdir(exist_ok=True)
-    for part in ("checkpoint.keras", "state.json", "history.json"):
-        if Path(f"{run_model}.run/{part}").resolve() != (run_dir / part).resolve():
-            shutil.copyfile(f"{run_model}.run/{part}", run_dir / part)
-    state = json.loads((run_dir / "state.json").read_text())["state"]
+    _save_inference_model(keras.saving.load_model(source, compile=False), target)
+    outputs = stage_outputs(target)
+    stages = [json.loads(Path(f"{model}.run/state.json").read_text())["state"]
+              for model in outputs[:_stage_of(source, outputs) + 1] if Path(f"{model}.run/state.json").exists()]
     spec = MODELS[name]
     metrics = {}
     for sigma in (15, 25, 50):
@@ -91,11 +120,16 @@ def ship(name: str, datasets: Path, run_model: Path, weights: Path) -> dict:
         "noise": {"type": "gaussian", "low": 0.0, "high": 75.0, "clip": True},
         "data": f"../shared/datasets/{spec['train']}",
         "validation_data": f"../shared/datasets/{spec['validation']} (validation only)",
-        "command": shlex.join(train_command(name, Path("../shared/datasets"), Path(f"weights/{name}.keras"))),
+        "command": " && ".join(shlex.join(command) for command in
+                               train_commands(name, Path("../shared/datasets"), Path(f"weights/{name}.keras"))),
         "rebuild": f"python train_scripts/natural_images.py train {name} --datasets ../shared/datasets",
         "parameters": int(loaded.model.count_params()),
-        "training": {"epochs": state["epoch"], "of_epochs": 200, "seconds": round(state["seconds"], 1),
-                     "best_val_psnr": round(state["best_psnr"], 3)},
+        "training": {"source": str(source.resolve().relative_to(ROOT)) if source.resolve().is_relative_to(ROOT)
+                     else str(source), "epochs": sum(stage["epoch"] for stage in stages),
+                     "seconds": round(sum(stage["seconds"] for stage in stages), 1),
+                     "best_val_psnr": round(stages[-1]["best_psnr"], 3),
+                     "stages": [{"epochs": stage["epoch"], "seconds": round(stage["seconds"], 1),
+                                 "best_val_psnr": round(stage["best_psnr"], 3)} for stage in stages]},
         "metrics": metrics,
         "metrics_protocol": f"{spec['validation']}: Gaussian noise with per-image seeds (seed 0), rounded and "
                             "clipped to uint8 PNG; denoise run with the true sigma, or --sigma auto (_auto); "
@@ -115,15 +149,19 @@ def main() -> None:
     parser.add_argument("action", choices=["train", "ship"])
     parser.add_argument("model", choices=sorted(MODELS))
     parser.add_argument("--datasets", type=Path, required=True, help="Folder holding the data sets.")
-    parser.add_argument("--out", type=Path, help="Training output (default weights/NAME.keras).")
-    parser.add_argument("--resume", action="store_true", help="Continue the run saved beside --out.")
-    parser.add_argument("--weights", type=Path, default=ROOT / "weights", help="Registry folder to ship into.")
+    parser.add_argument("--weights", type=Path, default=ROOT / "weights", help="Registry folder: training and shipping.")
+    parser.add_argument("--source", type=Path,
+                        help="ship: the model to ship (default: the best model of the latest stage that has one).")
     args = parser.parse_args()
-    out = args.out or ROOT / "weights" / f"{args.model}.keras"
+    out = args.weights / f"{args.model}.keras"
     if args.action == "train":
-        command = train_command(args.model, args.datasets, out) + (["--resume"] if args.resume else [])
-        sys.exit(subprocess.call(command))
-    print(json.dumps(ship(args.model, args.datasets, out, args.weights)["metrics"], indent=2))
+        for command in train_commands(args.model, args.datasets, out):
+            code = subprocess.call([*command, "--resume"])  # --resume: each stage continues where it stopped
+            if code:
+                sys.exit(code)
+        return
+    source = args.source or [model for model in stage_outputs(out) if model.exists()][-1]
+    print(json.dumps(ship(args.model, args.datasets, source, args.weights)["metrics"], indent=2))
 
 
 if __name__ == "__main__":
