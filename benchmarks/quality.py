@@ -317,6 +317,8 @@ def main(argv=None) -> int:
         for method in methods:
             if method == "denoise":
                 for model in models:
+                    if model.get("channels") == 3 and not case.colour:
+                        continue  # a colour model never serves grey images (--model auto sends them to a grey one)
                     for sigma in args.model_sigmas.split(","):
                         value = "auto" if sigma == "auto" else f"{case.sigma:g}"
                         row = run_model(case, model, value, args.device, keep)
