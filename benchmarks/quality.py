@@ -202,16 +202,18 @@ def run_peer(case: Case, method: str, keep_per_image: bool) -> dict:
     return case.score(outputs, row, keep_per_image)
 
 
-def run_model(case: Case, model: dict, sigma: str, device: str, keep_per_image: bool) -> dict:
+def run_model(case: Case, model: dict, sigma: str, device: str, keep_per_image: bool, ensemble: bool = False) -> dict:
     """`denoise run` on the folder of noisy PNGs (a subprocess), then score its outputs."""
-    tag = f"{model['name']}-sigma-{sigma}"
+    told = ("auto" if sigma == "auto" else "true") + (", ensemble" if ensemble else "")
+    tag = f"{model['name']}-sigma-{sigma}" + ("-ensemble" if ensemble else "")
     output = case.folder / "denoised" / tag
     report = case.folder / f"{tag}.report.json"
     command = [*common.denoise_command(), "run", str(case.noisy_dir), str(output), "--model", model["arg"],
-               "--sigma", sigma, "--quiet", "--overwrite", "--report", str(report), "--device", device]
+               "--sigma", sigma, "--quiet", "--overwrite", "--report", str(report), "--device", device,
+               *(["--ensemble"] if ensemble else [])]
     timed = common.run_timed(command)
-    label = f"denoise {model['name']} (sigma {'auto' if sigma == 'auto' else 'true'})"
-    row = case.base_row(f"denoise:{model['name']}:{'auto' if sigma == 'auto' else 'true'}", label)
+    label = f"denoise {model['name']} (sigma {told})"
+    row = case.base_row(f"denoise:{model['name']}:{told.replace(', ', ':')}", label)
     row.update(model=model["name"], sigma_given=None if sigma == "auto" else float(sigma),
                command=" ".join(["denoise", *command[len(common.denoise_command()):]]))
     if timed["returncode"] != 0 or not report.exists():
@@ -277,7 +279,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="At most N images per folder data set (BM3D is slow).")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"Comma list from {','.join(METHODS)}.")
     parser.add_argument("--skip", default="", help="Comma list of methods to leave out (e.g. bm3d).")
-    parser.add_argument("--model-sigmas", default="true,auto", help="true and/or auto: what the models are told.")
+    parser.add_argument("--model-sigmas", default="true,auto",
+                        help="Comma list of what the models are told: true, auto, ensemble (auto with --ensemble).")
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="cpu", help="Passed to `denoise run`.")
     parser.add_argument("--quick", action="store_true",
                         help="A smoke run: sigma 25 only, 3 images per data set, 100 Fashion-MNIST, no extra noises; "
@@ -320,8 +323,8 @@ def main(argv=None) -> int:
                     if model.get("channels") == 3 and not case.colour:
                         continue  # a colour model never serves grey images (--model auto sends them to a grey one)
                     for sigma in args.model_sigmas.split(","):
-                        value = "auto" if sigma == "auto" else f"{case.sigma:g}"
-                        row = run_model(case, model, value, args.device, keep)
+                        value = "auto" if sigma in ("auto", "ensemble") else f"{case.sigma:g}"
+                        row = run_model(case, model, value, args.device, keep, ensemble=sigma == "ensemble")
                         rows.append(row)
                         _progress(row)
                         if row.get("ignores_sigma"):

@@ -23,14 +23,15 @@ PEER_ORDER = ["bm3d", "opencv-nlm", "skimage-nlm", "skimage-tv", "skimage-wavele
 
 def method_order(method: str) -> tuple:
     if method.startswith("denoise:"):
-        return (0, method.split(":")[1], method.endswith(":auto"))
+        parts = method.split(":")  # denoise:MODEL:true|auto[:ensemble]
+        return (0, parts[1], parts[2:] != ["true"], len(parts))
     return (1, PEER_ORDER.index(method) if method in PEER_ORDER else 99, "")
 
 
 def short_label(row: dict) -> str:
     if row["method"].startswith("denoise:"):
-        _, model, sigma = row["method"].split(":")
-        return f"**denoise `{model}`**, sigma {'auto' if sigma == 'auto' else 'true'}"
+        _, model, sigma, *ensemble = row["method"].split(":")
+        return f"**denoise `{model}`**, sigma {sigma}{' --ensemble' if ensemble else ''}"
     return row["label"]
 
 

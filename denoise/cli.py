@@ -46,6 +46,10 @@ def _sigma_option(value: str) -> str:
     return value
 
 
+ENSEMBLE_HELP = ("Average the model over the 8 flips and quarter turns of each tile: about 0.15 dB better, "
+                 "8 times the model time.")
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", default="auto", show_default=True,
@@ -62,11 +66,13 @@ def _sigma_option(value: str) -> str:
               help="Images (or tiles) of the same shape run through the model together.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="auto uses a GPU when TensorFlow sees one.")
+@click.option("--ensemble", is_flag=True, help=ENSEMBLE_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them, so a rerun resumes).")
 @click.option("--dry-run", is_flag=True, help="List what would be done and exit.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report of every file to this path.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, overwrite, dry_run, report, quiet):
+def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, ensemble, overwrite, dry_run, report,
+        quiet):
     """Denoise images: INPUT... (files or folders) into the OUTPUT folder.
 
     The output tree mirrors the inputs, with the same file names, format, bit depth, alpha
@@ -80,7 +86,7 @@ def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, 
         _fail("give at least one INPUT and the OUTPUT folder")
     options = RunOptions(
         inputs=tuple(paths[:-1]), output=paths[-1], model=model, sigma=sigma, recursive=recursive,
-        format=fmt, quality=quality, tile=tile, batch_size=batch_size, device=device,
+        format=fmt, quality=quality, tile=tile, batch_size=batch_size, device=device, ensemble=ensemble,
         overwrite=overwrite, dry_run=dry_run, report=report, progress=not quiet and sys.stderr.isatty(),
     )
     try:
@@ -341,10 +347,11 @@ def _command_line(ctx: click.Context, skip: tuple[str, ...] = ()) -> str:
 @click.option("--model-sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
               help="The sigma the model is told: auto (estimated per image) or a number.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (each image derives its own from its name).")
+@click.option("--ensemble", is_flag=True, help=ENSEMBLE_HELP)
 @click.option("--denoised", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Score outputs made elsewhere (same relative names) instead of running a model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def evaluate(clean, noise, level, model, model_sigma, seed, denoised, as_json):
+def evaluate(clean, noise, level, model, model_sigma, seed, ensemble, denoised, as_json):
     """Add noise to CLEAN images by the benchmark protocol, denoise, and print PSNR / SSIM.
 
     Noisy inputs are rounded to 8 bits and saved as PNG before denoising, exactly as the
@@ -358,7 +365,7 @@ def evaluate(clean, noise, level, model, model_sigma, seed, denoised, as_json):
 
     runtime.tensorflow()
     options = EvalOptions(clean=tuple(clean), noise=NoiseSpec.parse(noise, level), model=model,
-                          sigma=model_sigma, seed=seed, denoised=denoised)
+                          sigma=model_sigma, seed=seed, ensemble=ensemble, denoised=denoised)
     try:
         results = run_evaluation(options)
     except (UsageError, WeightsError, ValueError) as error:

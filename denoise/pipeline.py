@@ -50,6 +50,7 @@ class RunOptions:
     tile: int = 512
     batch_size: int = 8
     device: str = "auto"
+    ensemble: bool = False  # average the model over the 8 flips and quarter turns of each tile
     overwrite: bool = False
     dry_run: bool = False
     report: Path | None = None
@@ -298,6 +299,22 @@ class _Image:
     submitted: bool = False
 
 
+def self_ensemble(function, images, sigmas):
+    """The mean of ``function`` over the 8 flips and quarter turns of square NHWC ``images``,
+    each turned back: the geometric self-ensemble, about +0.15 dB for 8x the model time."""
+    import tensorflow as tf
+
+    total = 0.0
+    for turns in range(4):
+        for flip in (False, True):
+            turned = tf.image.rot90(images, turns)
+            turned = tf.reverse(turned, [2]) if flip else turned
+            result = function(turned, sigmas)
+            result = tf.reverse(result, [2]) if flip else result
+            total += tf.image.rot90(result, (4 - turns) % 4)
+    return total / 8.0
+
+
 class Runner:
     """Holds the loaded models and their compiled inference functions."""
 
@@ -344,10 +361,13 @@ class Runner:
             image_spec = tf.TensorSpec([None, height, height, loaded.channels], tf.float32)
             sigma_spec = tf.TensorSpec([None, 1], tf.float32)
 
-            @tf.function(input_signature=[image_spec, sigma_spec])
-            def infer(images, sigmas):
+            def call(images, sigmas):
                 inputs = {"image": images, "sigma": sigmas} if loaded.noise_level_input else images
                 return model(inputs, training=False)
+
+            @tf.function(input_signature=[image_spec, sigma_spec])
+            def infer(images, sigmas):
+                return self_ensemble(call, images, sigmas) if self.options.ensemble else call(images, sigmas)
 
             self.functions[loaded.name] = infer
         return self.functions[loaded.name]

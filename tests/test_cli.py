@@ -130,6 +130,25 @@ def test_tiled_matches_untiled(tmp_path, tiny_models):
     assert np.abs(tiled - whole).max() <= 1
 
 
+def test_ensemble_makes_the_result_independent_of_orientation(tmp_path, tiny_models):
+    image = noisy_array(64, 64, 1)
+    turned = {"x.png": image, "flipped.png": image[:, ::-1], "turned.png": np.rot90(image)}
+    for name, pixels in turned.items():
+        save(tmp_path / "in" / name, np.ascontiguousarray(pixels))
+    differences = {}
+    for ensemble in ((), ("--ensemble",)):
+        out = tmp_path / f"out{len(ensemble)}"
+        args = ("run", tmp_path / "in", out, "-q", "--sigma", "25", "--model", tiny_models["unet-gray"], *ensemble)
+        assert invoke(*args).exit_code == 0
+        result = {name: np.asarray(Image.open(out / name), np.int16) for name in turned}
+        differences[bool(ensemble)] = max(
+            np.abs(result["flipped.png"][:, ::-1] - result["x.png"]).max(),
+            np.abs(np.rot90(result["turned.png"], -1) - result["x.png"]).max(),
+        )
+    # One model call sees each orientation differently; the mean over all eight does not.
+    assert differences[False] > 1 and differences[True] <= 1
+
+
 def test_format_conversion_and_quality(tmp_path, registry_dir):
     save(tmp_path / "in" / "x.png", noisy_array(32, 32, 3))
     assert invoke("run", tmp_path / "in", tmp_path / "hi", "-q", "--format", "jpeg", "--quality", "95").exit_code == 0
