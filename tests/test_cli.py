@@ -1,6 +1,8 @@
 """`denoise run`, `add-noise` and `models` driven as a user would, through the CLI."""
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -216,6 +218,22 @@ def test_add_noise_is_deterministic_and_has_the_asked_strength(tmp_path):
     assert invoke("add-noise", tmp_path / "in", tmp_path / "sp", "--noise", "salt-pepper", "--level", "0.1", "-q").exit_code == 0
     salt_pepper = np.asarray(Image.open(tmp_path / "sp" / "flat.png"))
     assert abs(np.isin(salt_pepper, (0, 255)).mean() - 0.1) < 0.02
+
+
+def test_the_console_script_keeps_exit_codes_and_output(tmp_path, tiny_models):
+    """`denoise` skips the interpreter's slow teardown after a command: nothing may be lost."""
+    save(tmp_path / "in" / "good.png", noisy_array(32, 32, 1))
+    (tmp_path / "in" / "bad.png").write_bytes(b"not an image")
+    script = [sys.executable, "-c", "from denoise.cli import entry; entry()"]
+    model = ["--model", str(tiny_models["unet-gray"])]
+    result = subprocess.run([*script, "run", tmp_path / "in", tmp_path / "out", *model, "-q"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "bad.png" in result.stderr
+    assert Image.open(tmp_path / "out" / "good.png").size == (32, 32)
+    result = subprocess.run([*script, "eval", tmp_path / "out", *model], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.splitlines()[-1].startswith("mean"), result.stderr
+    result = subprocess.run([*script, "run", tmp_path / "in", tmp_path / "in"], capture_output=True, text=True)
+    assert result.returncode == 2 and "error" in result.stderr
 
 
 def test_help_is_fast_and_documents_every_command():

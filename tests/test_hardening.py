@@ -304,7 +304,7 @@ def test_sigint_and_sigterm_lose_nothing(tmp_path, tiny_models):
     assert len(expected) == 2000
 
     output = tmp_path / "out"
-    command = [sys.executable, "-c", "from denoise.cli import main; main()", "run", str(inputs), str(output), *options]
+    command = [sys.executable, "-c", "from denoise.cli import entry; entry()", "run", str(inputs), str(output), *options]
     done = 0
     for signum, status in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         code, stderr = _interrupt_after_first_outputs(command, output, signum, done)

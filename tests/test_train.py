@@ -251,7 +251,7 @@ def test_multiworker_strategy_trains_with_two_worker_processes(images, tmp_path)
     workers = [f"localhost:{port}" for port in free_ports(2)]
     out = tmp_path / "multiworker.keras"
     command = [
-        sys.executable, "-c", "from denoise.cli import main; main()", "train", "--data", str(images), *TINY,
+        sys.executable, "-c", "from denoise.cli import entry; entry()", "train", "--data", str(images), *TINY,
         "--arch", "unet", "--depth", "2", "--blocks", "1", "--epochs", "2", "--strategy", "multiworker",
         "--device", "cpu", "--out", str(out),
     ]
