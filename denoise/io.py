@@ -14,10 +14,10 @@ import contextlib
 import dataclasses
 import errno
 import io as _io
+import itertools
 import logging
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -56,9 +56,7 @@ _STRUCTURAL_TAGS = {
     254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 292, 293, 317,
     320, 322, 323, 324, 325, 330, 338, 339, 340, 341, 347, *range(512, 522), 529, 530, 531, 532,
 }
-# Output files get the permissions a plain open() would give them (not mkstemp's 0600).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+_TEMPORARY_NUMBERS = itertools.count()  # temporary names for write_atomic, unique within the process
 
 
 class ImageError(Exception):
@@ -463,11 +461,18 @@ def write_atomic(path: Path, data: bytes) -> None:
 
     A crash, a full disk or Ctrl-C leaves either the old state or the whole new file, never part.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    while True:
+        # A name unique to this process and call; O_EXCL refuses a leftover of another process.
+        temporary = path.parent / f".{path.name}.{os.getpid()}.{next(_TEMPORARY_NUMBERS)}.part"
+        try:
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            continue
     try:
-        with os.fdopen(handle, "wb") as stream:
-            os.fchmod(stream.fileno(), 0o666 & ~_UMASK)
+        with os.fdopen(handle, "wb") as stream:  # 0o666 less the umask, as for any new file
             stream.write(data)
         os.replace(temporary, path)
     except BaseException:
