@@ -132,10 +132,11 @@ def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, 
 @click.option("--batch-size", type=click.IntRange(1, None), default=8, show_default=True, help="As for `denoise run`.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="Device on each worker; auto uses a GPU when TensorFlow sees one.")
+@click.option("--ensemble", is_flag=True, help=ENSEMBLE_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")
 @click.option("--dead-letter", help="JSON-lines file of the files that failed (default OUTPUT_PREFIX.dead-letter.jsonl).")
-def beam(input_pattern, output_prefix, beam_args, model, sigma, fmt, quality, tile, batch_size, device, overwrite,
-         dead_letter):
+def beam(input_pattern, output_prefix, beam_args, model, sigma, fmt, quality, tile, batch_size, device, ensemble,
+         overwrite, dead_letter):
     """Denoise INPUT_PATTERN (a folder, or a glob such as gs://b/in/**/*.png) into OUTPUT_PREFIX
     with an Apache Beam pipeline; runner options (--runner, --project, ...) follow the two paths.
 
@@ -157,7 +158,7 @@ def beam(input_pattern, output_prefix, beam_args, model, sigma, fmt, quality, ti
 
     options = beam_job.BeamOptions(
         input_pattern=input_pattern, output_prefix=output_prefix, model=model, sigma=sigma, format=fmt,
-        quality=quality, tile=tile, batch_size=batch_size, device=device, overwrite=overwrite,
+        quality=quality, tile=tile, batch_size=batch_size, device=device, ensemble=ensemble, overwrite=overwrite,
         dead_letter=dead_letter, beam_args=tuple(beam_args),
     )
     try:

@@ -66,6 +66,12 @@ def test_beam_writes_what_run_writes(tmp_path, tiny_models):
     assert (summary["ok"], summary["skipped"], summary["failed"]) == (0, 5, 1)
     assert tree_digest(tmp_path / "beam") == outputs
 
+    # --ensemble changes the pixels, and the same way in both.
+    invoke("run", tmp_path / "in", tmp_path / "run8", "--model", model, "--tile", 64, "-q", "--ensemble")
+    invoke("beam", tmp_path / "in", tmp_path / "beam8", "--model", model, "--tile", 64, "--ensemble",
+           "--direct_num_workers", 1)
+    assert tree_digest(tmp_path / "beam8") == tree_digest(tmp_path / "run8") != outputs
+
 
 def test_one_output_per_name():
     # With --format png, a.png and a.jpg would both write a.png: the first in run's order wins.
