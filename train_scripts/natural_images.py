@@ -75,6 +75,16 @@ def _override(command: list[str], options: list[str]) -> list[str]:
     return command
 
 
+def latest_model(out: Path) -> Path:
+    """The best model of the latest stage that has run; its checkpoint when the best model is
+    not kept (later stages' best models are not committed: the shipped file is their copy)."""
+    for model in reversed(stage_outputs(out)):
+        for candidate in (model, Path(f"{model}.run") / "checkpoint.keras"):
+            if candidate.exists():
+                return candidate
+    raise SystemExit(f"nothing to ship: no model at {out} and no run beside it")
+
+
 def _stage_of(source: Path, outputs: list[Path]) -> int:
     """Which stage ``source`` comes from: its best model, or a file in its run folder."""
     for index in reversed(range(len(outputs))):
@@ -160,7 +170,7 @@ def main() -> None:
             if code:
                 sys.exit(code)
         return
-    source = args.source or [model for model in stage_outputs(out) if model.exists()][-1]
+    source = args.source or latest_model(out)
     print(json.dumps(ship(args.model, args.datasets, source, args.weights)["metrics"], indent=2))
 
 
