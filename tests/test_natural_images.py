@@ -1,0 +1,38 @@
+"""train_scripts/natural_images.py: the two training stages it runs and which model it makes the
+colour default when it ships one."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train_scripts"))
+import natural_images  # noqa: E402
+
+
+def test_stage_two_starts_from_stage_one_with_its_own_options():
+    first, second = natural_images.train_commands("gray", Path("data"), Path("weights/gray.keras"))
+    assert first[first.index("--out") + 1] == "weights/gray.keras"
+    assert second[second.index("--init-from") + 1] == "weights/gray.keras.run/checkpoint.keras"
+    assert second[second.index("--out") + 1] == "weights/gray.keras.run/stage2.keras"
+    for flag, value in zip(natural_images.STAGE2[::2], natural_images.STAGE2[1::2]):
+        assert second.count(flag) == 1 and second[second.index(flag) + 1] == value  # replaced, not repeated
+    assert [word for word in first if word not in ("--name", "gray")][:8] == second[:8]  # same data and model
+
+
+def entries(color_psnr: float, gray_channelwise_psnr: float) -> list[dict]:
+    return [
+        {"name": "fmnist-conv", "default_for": []},
+        {"name": "gray", "default_for": ["gray"], "metrics": {"mcmaster18_channelwise_psnr_sigma25": gray_channelwise_psnr}},
+        {"name": "color", "default_for": ["color"], "metrics": {"mcmaster18_psnr_sigma25": color_psnr}},
+    ]
+
+
+def test_colour_images_go_to_whichever_measures_better():
+    models = entries(color_psnr=30.61, gray_channelwise_psnr=30.98)
+    natural_images._assign_defaults(models)
+    assert [model["default_for"] for model in models] == [[], ["gray", "color"], []]
+    assert "30.61 dB against 30.98" in models[2]["note"]
+
+    models = entries(color_psnr=31.20, gray_channelwise_psnr=30.98)
+    natural_images._assign_defaults(models)
+    assert [model["default_for"] for model in models] == [[], ["gray"], ["color"]]
+    assert "note" not in models[2]
