@@ -268,6 +268,9 @@ def models(as_json):
 @click.option("--patch-size", type=click.IntRange(4), default=None,
               help="Training patch size (default 64 for folders, whole images for .npz/tfds of one size); "
                    "smaller images are mirror-padded. dense: its input size.")
+@click.option("--downscale", type=click.IntRange(1), default=1, show_default=True,
+              help="Shrink training images by this factor (block mean) before cropping: 2 cleans JPEG photos of "
+                   "their chroma subsampling, artefacts and sensor noise. Validation images stay as they are.")
 @click.option("--epochs", type=click.IntRange(1), default=20, show_default=True, help="Epochs to train (in total, across resumes).")
 @click.option("--steps-per-epoch", type=click.IntRange(1), default=None, help="Batches per epoch (default: one pass over the images).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Patches per batch.")
@@ -298,7 +301,7 @@ def models(as_json):
 @click.option("--out", required=True, type=click.Path(), help="Where the best model (.keras) goes; run state in OUT.run/.")
 @click.pass_context
 def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks, latent_dim, noise, level, clip,
-          augment, patch_size, epochs, steps_per_epoch, batch_size, loss, learning_rate, schedule, early_stopping,
+          augment, patch_size, downscale, epochs, steps_per_epoch, batch_size, loss, learning_rate, schedule, early_stopping,
           reduce_lr_on_plateau, val_sigma, val_count, seed, logdir, strategy, device, name, resume, init_from, out):
     """Train a denoising autoencoder on clean images with noise added on the fly.
 
@@ -325,7 +328,7 @@ def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks,
     data_options = DataOptions(
         source=data, channels=int(channels), patch_size=patch_size, batch_size=batch_size, noise=spec, clip=clip,
         seed=seed, data_dir=data_dir, validation=val_data, validation_sigma=val_sigma, validation_count=val_count,
-        augment=augment,
+        augment=augment, downscale=downscale,
     )
     options = TrainOptions(
         data=data_options, out=out, arch=arch, model_args=model_args, epochs=epochs,

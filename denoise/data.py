@@ -44,6 +44,10 @@ class DataOptions:
     validation_sigma: float = 25.0  # Gaussian sigma (0-255) of the fixed validation noise
     validation_count: int = 1000  # at most this many validation images
     augment: bool = True  # random flips and 90-degree turns
+    # Shrink training images by this factor (block mean) first: JPEG photos are not clean at
+    # full size (4:2:0 chroma, compression artefacts, sensor noise), and a model learns to
+    # reproduce whatever its targets hold; a factor of 2 averages those away.
+    downscale: int = 1
 
 
 class DataUnavailable(ValueError):
@@ -294,7 +298,7 @@ def training_dataset(images, options: DataOptions, with_sigma: bool, start_step:
     if not options.patch_size:
         raise ValueError("training_dataset needs options.patch_size")
     autotune = tf.data.AUTOTUNE
-    dataset = _shuffled_images(images, options.channels, options.seed)
+    dataset = _shuffled_images(images, options.channels, options.seed, options.downscale)
     size = options.patch_size
     # Several patches per decoded image per pass keeps the decode cost low for big images.
     patches_per_image = 1 if isinstance(images, np.ndarray) else 8
@@ -322,22 +326,39 @@ def training_dataset(images, options: DataOptions, with_sigma: bool, start_step:
     return dataset.batch(options.batch_size, drop_remainder=True).prefetch(autotune)
 
 
-def _shuffled_images(images, channels: int, seed: int):
-    """An endless tf.data pipeline of the uint8 (H, W, channels) images, reshuffled every pass."""
+def shrink(image: np.ndarray, factor: int) -> np.ndarray:
+    """A uint8 (..., H, W, C) image or stack shrunk by an integer ``factor``: the mean of each
+    factor x factor block (edges that do not fill a block are dropped)."""
+    if factor == 1:
+        return image
+    height, width, channels = image.shape[-3] // factor, image.shape[-2] // factor, image.shape[-1]
+    if not height or not width:
+        raise ValueError(f"downscale {factor}: an image of {image.shape[-3]}x{image.shape[-2]} is smaller than that")
+    blocks = image[..., : height * factor, : width * factor, :].reshape(
+        *image.shape[:-3], height, factor, width, factor, channels)
+    return np.round(blocks.mean(axis=(-4, -2))).astype(np.uint8)
+
+
+def _shuffled_images(images, channels: int, seed: int, downscale: int = 1):
+    """An endless tf.data pipeline of the uint8 (H, W, channels) images, shrunk by
+    ``downscale``, reshuffled every pass."""
     import tensorflow as tf
 
     if isinstance(images, np.ndarray):  # shuffling indices shuffles the whole set at no cost
+        images = shrink(images, downscale)
         pixels = tf.constant(images)
         indices = tf.data.Dataset.range(len(images)).shuffle(len(images), seed=seed).repeat()
         return indices.map(lambda index: tf.gather(pixels, index))
     signature = tf.TensorSpec([None, None, channels], tf.uint8)
     if all(isinstance(item, np.ndarray) for item in images):
-        dataset = tf.data.Dataset.from_generator(lambda: iter(images), output_signature=signature)
+        dataset = tf.data.Dataset.from_generator(lambda: (shrink(image, downscale) for image in images),
+                                                 output_signature=signature)
     else:
         paths = [str(file) for file in images]
 
         def load(path):
-            array = tf.numpy_function(lambda p: io.load_array(Path(p.decode()), channels), [path], tf.uint8)
+            array = tf.numpy_function(lambda p: shrink(io.load_array(Path(p.decode()), channels), downscale),
+                                      [path], tf.uint8)
             return tf.ensure_shape(array, [None, None, channels])
 
         dataset = tf.data.Dataset.from_tensor_slices(paths).map(load, num_parallel_calls=tf.data.AUTOTUNE)

@@ -201,3 +201,26 @@ def test_validation_noise_is_fixed_and_cropped_to_the_model(folder, npz):
     poisson = options(npz, noise=NoiseSpec("poisson", 5, 5))
     inputs, clean = first_batch(data.validation_dataset(held, poisson, True))
     assert np.allclose(inputs["sigma"].numpy(), (0.5 / 5) ** 0.5)
+
+
+def test_downscale_trains_on_block_means_of_the_images(tmp_path):
+    # A pixel checkerboard of 0 and 200: every 2x2 block averages to 100.
+    checkerboard = (np.indices((64, 80)).sum(axis=0) % 2 * 200).astype(np.uint8)
+    save(tmp_path / "photos" / "board.png", checkerboard)
+    files, _ = data.clean_images(str(tmp_path / "photos"), 1)
+    spec = options(tmp_path / "photos", patch_size=32, augment=False)
+    _, clean = first_batch(data.training_dataset(files, spec, with_sigma=False))
+    assert set(np.unique(np.round(clean.numpy() * 255))) == {0, 200}
+    spec = options(tmp_path / "photos", patch_size=32, augment=False, downscale=2)
+    _, clean = first_batch(data.training_dataset(files, spec, with_sigma=False))
+    assert set(np.unique(np.round(clean.numpy() * 255))) == {100}
+
+
+def test_shrink_averages_blocks_of_images_and_stacks():
+    stack = np.arange(2 * 5 * 7 * 3, dtype=np.uint8).reshape(2, 5, 7, 3)
+    shrunk = data.shrink(stack, 2)
+    assert shrunk.shape == (2, 2, 3, 3) and shrunk.dtype == np.uint8
+    assert np.array_equal(shrunk[1, 1, 2], np.round(stack[1, 2:4, 4:6].reshape(-1, 3).mean(axis=0)))
+    assert data.shrink(stack, 1) is stack
+    with pytest.raises(ValueError, match="smaller"):
+        data.shrink(stack, 8)

@@ -1,4 +1,4 @@
-"""train_scripts/natural_images.py: the two training stages it runs and which model it makes the
+"""train_scripts/natural_images.py: the training stages it runs and which model it makes the
 colour default when it ships one."""
 
 import sys
@@ -16,6 +16,17 @@ def test_stage_two_starts_from_stage_one_with_its_own_options():
     for flag, value in zip(natural_images.STAGE2[::2], natural_images.STAGE2[1::2]):
         assert second.count(flag) == 1 and second[second.index(flag) + 1] == value  # replaced, not repeated
     assert [word for word in first if word not in ("--name", "gray")][:8] == second[:8]  # same data and model
+
+
+def test_color_has_a_third_stage_on_downscaled_photos_starting_from_the_second():
+    commands = natural_images.train_commands("color", Path("data"), Path("weights/color.keras"))
+    assert len(commands) == 3
+    third = commands[2]
+    assert third[third.index("--init-from") + 1] == "weights/color.keras.run/stage2.keras.run/checkpoint.keras"
+    assert third[third.index("--out") + 1] == "weights/color.keras.run/stage3.keras"
+    assert third[third.index("--downscale") + 1] == "2" and "--downscale" not in commands[1]
+    assert third[third.index("--patch-size") + 1] == "128"
+    assert natural_images.stage_outputs(Path("w/color.keras"), "color")[-1] == Path("w/color.keras.run/stage3.keras")
 
 
 def entries(color_psnr: float, gray_channelwise_psnr: float) -> list[dict]:

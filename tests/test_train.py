@@ -142,7 +142,8 @@ def test_init_from_starts_a_new_run_from_a_trained_model(images, tmp_path):
 
 @pytest.mark.parametrize("extra", [
     ["--loss", "l1", "--noise", "poisson", "--early-stopping", "1", "--lr", "1e-9", "--epochs", "4"],
-    ["--loss", "bce", "--noise", "salt-pepper", "--schedule", "constant", "--reduce-lr-on-plateau", "1", "--epochs", "1"],
+    ["--loss", "bce", "--noise", "salt-pepper", "--schedule", "constant", "--reduce-lr-on-plateau", "1", "--epochs", "1",
+     "--downscale", "2"],
     ["--noise", "mixture", "--channels", "3", "--arch", "unet", "--depth", "2", "--blocks", "1", "--epochs", "1"],
 ])
 def test_losses_noise_types_and_callbacks(images, tmp_path, extra):
@@ -151,6 +152,8 @@ def test_losses_noise_types_and_callbacks(images, tmp_path, extra):
     assert code == 0, output
     if "--early-stopping" in extra:  # the LR is too small to change an 8-bit output: stops after 2
         assert len(history(out)) == 2
+    if "--downscale" in extra:  # recorded, so --resume and the manifest know what the model saw
+        assert json.loads((run_dir(str(out)) / "state.json").read_text())["options"]["data"]["downscale"] == 2
 
 
 def test_dense_trains_on_whole_28x28_tfds_images(tmp_path, monkeypatch):

@@ -3,10 +3,11 @@
     python train_scripts/natural_images.py train gray --datasets ../shared/datasets
     python train_scripts/natural_images.py ship gray --datasets ../shared/datasets
 
-`train` runs two `denoise train` stages, each resuming where it stopped: stage 1 (64x64 patches,
+`train` runs the `denoise train` stages, each resuming where it stopped: stage 1 (64x64 patches,
 learning rate 1e-3) writes weights/NAME.keras with its run in weights/NAME.keras.run/; stage 2
 starts from stage 1's last checkpoint and fine-tunes on 128x128 patches at a lower learning rate,
-in weights/NAME.keras.run/stage2.keras(.run/). The run folders (checkpoint with optimizer, state,
+in weights/NAME.keras.run/stage2.keras(.run/); color's stage 3 repeats that on its photos shrunk
+by 2, in stage3.keras(.run/). The run folders (checkpoint with optimizer, state,
 history) are committed, so training continues on any machine. `ship` copies the best model of the
 latest stage (or --source) into weights/ without its optimizer, measures it by the protocol
 (Set12 for gray, McMaster18 for color; sigma 15, 25, 50, with the true sigma and with
@@ -49,11 +50,20 @@ STAGE2 = [
     "--epochs", "100", "--steps-per-epoch", "400",  # 40k steps
     "--lr", "2e-4", "--schedule", "cosine",  # a fifth of stage 1's start: refine, do not forget
 ]
+DOWNSCALED = [
+    *STAGE2,  # the same refinement again, on cleaner targets:
+    # BSDS photos are 4:2:0 JPEGs, so at full size their colour is blurred at every edge and the
+    # model learned to blur it (McMaster18 chroma error at sigma 15 twice gray-per-channel's);
+    # a block mean over 2x2 brings the colour back to full resolution and averages the artefacts.
+    "--downscale", "2",
+]
+# Each model's stages after the first; stage k starts from stage k-1's last checkpoint.
+LATER_STAGES = {"gray": [STAGE2], "color": [STAGE2, DOWNSCALED]}
 
 
-def stage_outputs(out: Path) -> list[Path]:
-    """The model each stage writes; a stage's run state lives beside it in MODEL.run/."""
-    return [out, Path(f"{out}.run") / "stage2.keras"]
+def stage_outputs(out: Path, name: str) -> list[Path]:
+    """The model each stage of ``name`` writes; a stage's run state lives beside it in MODEL.run/."""
+    return [out, *(Path(f"{out}.run") / f"stage{index}.keras" for index in range(2, len(LATER_STAGES[name]) + 2))]
 
 
 def train_commands(name: str, datasets: Path, out: Path) -> list[list[str]]:
@@ -63,25 +73,30 @@ def train_commands(name: str, datasets: Path, out: Path) -> list[list[str]]:
         "denoise", "train", "--data", str(datasets / spec["train"]), "--val-data", str(datasets / spec["validation"]),
         "--val-count", str(spec["val_count"]), "--channels", str(spec["channels"]), *COMMON,
     ]
-    first, second = stage_outputs(out)
-    return [
-        [*base, "--name", name, "--out", str(first)],
-        [*_override(base, STAGE2), "--init-from", f"{first}.run/checkpoint.keras", "--out", str(second)],
-    ]
+    outputs = stage_outputs(out, name)
+    commands = [[*base, "--name", name, "--out", str(outputs[0])]]
+    for options, previous, output in zip(LATER_STAGES[name], outputs, outputs[1:]):
+        commands.append([*_override(base, options), "--init-from", f"{previous}.run/checkpoint.keras",
+                         "--out", str(output)])
+    return commands
 
 
 def _override(command: list[str], options: list[str]) -> list[str]:
-    """``command`` with the values of ``options`` (pairs of flag and value) in place of its own."""
+    """``command`` with the values of ``options`` (pairs of flag and value) in place of its own,
+    or added where it has none."""
     command = list(command)
     for flag, value in zip(options[::2], options[1::2]):
-        command[command.index(flag) + 1] = value
+        if flag in command:
+            command[command.index(flag) + 1] = value
+        else:
+            command += [flag, value]
     return command
 
 
-def latest_model(out: Path) -> Path:
+def latest_model(out: Path, name: str) -> Path:
     """The best model of the latest stage that has run; its checkpoint when the best model is
     not kept (later stages' best models are not committed: the shipped file is their copy)."""
-    for model in reversed(stage_outputs(out)):
+    for model in reversed(stage_outputs(out, name)):
         for candidate in (model, Path(f"{model}.run") / "checkpoint.keras"):
             if candidate.exists():
                 return candidate
@@ -106,7 +121,7 @@ def ship(name: str, datasets: Path, source: Path, weights: Path) -> dict:
 
     target = weights / f"{name}.keras"
     _save_inference_model(keras.saving.load_model(source, compile=False), target)
-    outputs = stage_outputs(target)
+    outputs = stage_outputs(target, name)
     stages = [json.loads(Path(f"{model}.run/state.json").read_text())["state"]
               for model in outputs[:_stage_of(source, outputs) + 1] if Path(f"{model}.run/state.json").exists()]
     spec = MODELS[name]
@@ -201,7 +216,7 @@ def main() -> None:
             if code:
                 sys.exit(code)
         return
-    source = args.source or latest_model(out)
+    source = args.source or latest_model(out, args.model)
     print(json.dumps(ship(args.model, args.datasets, source, args.weights)["metrics"], indent=2))
 
 
