@@ -9,13 +9,15 @@ import natural_images  # noqa: E402
 
 
 def test_stage_two_starts_from_stage_one_with_its_own_options():
-    first, second = natural_images.train_commands("gray", Path("data"), Path("weights/gray.keras"))
+    first, second, third = natural_images.train_commands("gray", Path("data"), Path("weights/gray.keras"))
     assert first[first.index("--out") + 1] == "weights/gray.keras"
     assert second[second.index("--init-from") + 1] == "weights/gray.keras.run/checkpoint.keras"
     assert second[second.index("--out") + 1] == "weights/gray.keras.run/stage2.keras"
     for flag, value in zip(natural_images.STAGE2[::2], natural_images.STAGE2[1::2]):
         assert second.count(flag) == 1 and second[second.index(flag) + 1] == value  # replaced, not repeated
     assert [word for word in first if word not in ("--name", "gray")][:8] == second[:8]  # same data and model
+    assert third[third.index("--init-from") + 1] == "weights/gray.keras.run/stage2.keras.run/checkpoint.keras"
+    assert third.count("--lr") == 1 and third[third.index("--lr") + 1] == "1e-4"
 
 
 def test_color_has_a_third_stage_on_downscaled_photos_starting_from_the_second():

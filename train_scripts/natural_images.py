@@ -6,8 +6,8 @@
 `train` runs the `denoise train` stages, each resuming where it stopped: stage 1 (64x64 patches,
 learning rate 1e-3) writes weights/NAME.keras with its run in weights/NAME.keras.run/; stage 2
 starts from stage 1's last checkpoint and fine-tunes on 128x128 patches at a lower learning rate,
-in weights/NAME.keras.run/stage2.keras(.run/); color's stage 3 repeats that on its photos shrunk
-by 2, in stage3.keras(.run/). The run folders (checkpoint with optimizer, state,
+in weights/NAME.keras.run/stage2.keras(.run/); stage 3 (stage3.keras(.run/)) repeats it, gray at
+half the learning rate, color on its photos shrunk by 2. The run folders (checkpoint with optimizer, state,
 history) are committed, so training continues on any machine. `ship` copies the best model of the
 latest stage (or --source) into weights/ without its optimizer, measures it by the protocol
 (Set12 for gray, McMaster18 for color; sigma 15, 25, 50, with the true sigma and with
@@ -57,8 +57,12 @@ DOWNSCALED = [
     # a block mean over 2x2 brings the colour back to full resolution and averages the artefacts.
     "--downscale", "2",
 ]
+SETTLE = [
+    *STAGE2,
+    "--lr", "1e-4",  # a second, gentler cosine cycle: stage 2 still gained in its last tenth
+]
 # Each model's stages after the first; stage k starts from stage k-1's last checkpoint.
-LATER_STAGES = {"gray": [STAGE2], "color": [STAGE2, DOWNSCALED]}
+LATER_STAGES = {"gray": [STAGE2, SETTLE], "color": [STAGE2, DOWNSCALED]}
 
 
 def stage_outputs(out: Path, name: str) -> list[Path]:
