@@ -20,15 +20,17 @@ def test_stage_two_starts_from_stage_one_with_its_own_options():
     assert third.count("--lr") == 1 and third[third.index("--lr") + 1] == "1e-4"
 
 
-def test_color_has_a_third_stage_on_downscaled_photos_starting_from_the_second():
+def test_color_has_later_stages_on_downscaled_photos_each_starting_from_the_one_before():
     commands = natural_images.train_commands("color", Path("data"), Path("weights/color.keras"))
-    assert len(commands) == 3
-    third = commands[2]
+    assert len(commands) == 4
+    third, fourth = commands[2:]
     assert third[third.index("--init-from") + 1] == "weights/color.keras.run/stage2.keras.run/checkpoint.keras"
     assert third[third.index("--out") + 1] == "weights/color.keras.run/stage3.keras"
     assert third[third.index("--downscale") + 1] == "2" and "--downscale" not in commands[1]
     assert third[third.index("--patch-size") + 1] == "128"
-    assert natural_images.stage_outputs(Path("w/color.keras"), "color")[-1] == Path("w/color.keras.run/stage3.keras")
+    assert fourth[fourth.index("--init-from") + 1] == "weights/color.keras.run/stage3.keras.run/checkpoint.keras"
+    assert fourth[fourth.index("--downscale") + 1] == "2" and fourth[fourth.index("--lr") + 1] == "1e-4"
+    assert natural_images.stage_outputs(Path("w/color.keras"), "color")[-1] == Path("w/color.keras.run/stage4.keras")
 
 
 def entries(color_psnr: float, gray_channelwise_psnr: float) -> list[dict]:
