@@ -237,7 +237,7 @@ def models(as_json):
         rows.append((
             entry["name"], entry.get("architecture", "?"), str(entry.get("channels", "?")),
             f"{noise.get('type', '?')} {noise.get('low', '?'):g}-{noise.get('high', '?'):g}",
-            Path(str(entry.get("data", "?"))).name, f"{entry.get('parameters', 0):,}",
+            " + ".join(Path(part).name for part in str(entry.get("data", "?")).split(" + ")), f"{entry.get('parameters', 0):,}",
             ",".join(entry.get("default_for", [])) or "-", shown or "-",
         ))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]

@@ -66,6 +66,7 @@ class Job:
     status: str = "pending"  # ok / skipped / failed
     reason: str = ""
     sigma: float | None = None
+    model: str | None = None  # the model that denoised it
     started: float = 0.0
     seconds: float = 0.0
 
@@ -160,7 +161,7 @@ class Recorder:
                 self.jobs.append({
                     "input": str(job.input), "output": str(job.output), "status": job.status,
                     "reason": job.reason, "seconds": round(job.seconds, 4),
-                    "sigma": None if job.sigma is None else round(job.sigma, 3),
+                    "sigma": None if job.sigma is None else round(job.sigma, 3), "model": job.model,
                 })
             if self.bar is not None:
                 self.bar.update(1)
@@ -383,7 +384,7 @@ class Runner:
             sigma = estimate_sigma(decoded.pixels) if loaded.noise_level_input else None
         else:
             sigma = float(self.options.sigma)
-        job.sigma = sigma
+        job.sigma, job.model = sigma, loaded.name
         blender = tiling.Blender(grid, channels)
         return _Image(job, decoded, loaded, grid, blender, sigma or 0.0, split)
 

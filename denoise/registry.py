@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def default_name(channels: int, folder: Path | None = None) -> str:
 def load(name_or_path: str, folder: Path | None = None) -> LoadedModel:
     """Load a registry model by name (sha256 checked) or any ``.keras`` file by path."""
     entry = find(name_or_path, folder)
+    if entry is not None and "members" in entry:
+        return _load_mean(entry, folder)
     if entry is not None:
         path = Path(folder or weights_dir()) / entry["file"]
         if not path.exists():
@@ -104,6 +107,26 @@ def load(name_or_path: str, folder: Path | None = None) -> LoadedModel:
             raise WeightsError(f"{name_or_path}: not a registered model ({known}) nor a .keras file")
         name = path.stem
     return describe(_load_keras(path), name)
+
+
+def _load_mean(entry: dict, folder: Path | None) -> LoadedModel:
+    """An entry with ``members`` (names of entries with files) is the mean of those models,
+    built at load: no weights of its own, each member's file checked as usual."""
+    from denoise import models
+
+    members = []
+    for name in entry["members"]:
+        member = find(name, folder)
+        if member is None or "members" in member:
+            raise WeightsError(f"{entry['name']}: member {name!r} is not a model with a weights file in the manifest")
+        members.append(load(name, folder))
+    channels = int(entry.get("channels", max(member.channels for member in members)))
+    try:
+        model = models.mean_of([member.model for member in members], channels)
+    except ValueError as error:
+        raise WeightsError(f"{entry['name']}: {error}") from None
+    multiple = math.lcm(*(member.multiple for member in members))
+    return LoadedModel(model, entry["name"], channels, noise_level_input=True, tile_size=None, multiple=multiple)
 
 
 def _load_keras(path: Path):

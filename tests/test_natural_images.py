@@ -51,3 +51,12 @@ def test_colour_images_go_to_whichever_measures_better():
     natural_images._assign_defaults(models)
     assert [model["default_for"] for model in models] == [[], ["gray"], ["color"]]
     assert "note" not in models[2]
+
+
+def test_a_mean_that_measures_best_becomes_the_colour_default():
+    models = [*entries(color_psnr=30.89, gray_channelwise_psnr=30.99),
+              {"name": "color+gray", "members": ["color", "gray"], "default_for": [],
+               "metrics": {"mcmaster18_psnr_sigma25": 31.65}}]
+    natural_images._assign_defaults(models)
+    assert [model["default_for"] for model in models] == [[], ["gray"], [], ["color"]]
+    assert "30.89 dB against 31.65 for color+gray" in models[2]["note"] and "note" not in models[3]

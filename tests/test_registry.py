@@ -1,0 +1,71 @@
+"""The registry: models by name, sha256 checks, and entries that are the mean of other models."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import noisy_array, save
+from denoise import registry
+from denoise.cli import main
+
+
+def add_mean(folder, members=("unet-color", "unet-gray"), default=True):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["models"]:
+        if default:
+            entry["default_for"] = [role for role in entry["default_for"] if role != "color"]
+    manifest["models"].append({"name": "color+gray", "members": list(members), "channels": 3,
+                               "architecture": "mean", "default_for": ["color"] if default else []})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_mean_entry_averages_its_members_grey_ones_channel_by_channel(registry_dir):
+    add_mean(registry_dir)
+    mean = registry.load("color+gray")
+    color, gray = registry.load("unet-color"), registry.load("unet-gray")
+    assert (mean.channels, mean.noise_level_input, mean.tile_size, mean.multiple) == (3, True, None, 4)
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 16, 24, 3)).astype(np.float32)
+    sigmas = np.array([[0.1], [0.2]], np.float32)
+    by_colour = np.asarray(color.model({"image": images, "sigma": sigmas}))
+    by_channel = np.concatenate([np.asarray(gray.model({"image": images[..., c : c + 1], "sigma": sigmas}))
+                                 for c in range(3)], axis=-1)
+    got = np.asarray(mean.model({"image": images, "sigma": sigmas}))
+    np.testing.assert_allclose(got, (by_colour + by_channel) / 2, atol=1e-5)
+
+
+def test_a_mean_checks_each_members_file(registry_dir):
+    add_mean(registry_dir)
+    (registry_dir / "unet-gray.keras").write_bytes(b"tampered")
+    with pytest.raises(registry.WeightsError, match="unet-gray.keras.*sha256"):
+        registry.load("color+gray")
+
+
+def test_a_mean_of_an_unknown_model_is_refused_with_its_name(registry_dir):
+    add_mean(registry_dir, members=("unet-color", "missing"))
+    with pytest.raises(registry.WeightsError, match="color\\+gray: member 'missing'"):
+        registry.load("color+gray")
+
+
+def test_colour_images_go_to_the_mean_when_it_is_the_colour_default(tmp_path, registry_dir):
+    save(tmp_path / "in" / "photo.png", noisy_array(20, 28, 3))
+    save(tmp_path / "in" / "scan.png", noisy_array(20, 28, 1))
+    add_mean(registry_dir)
+    runner = CliRunner()
+    outputs = {}
+    for label, extra in (("auto", []), ("named", ["--model", "color+gray"]), ("color", ["--model", "unet-color"])):
+        result = runner.invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / label), "-q", "--sigma", "25",
+                                      "--report", str(tmp_path / f"{label}.json"), *extra])
+        assert result.exit_code == 0, result.output
+        outputs[label] = {path.name: np.asarray(Image.open(path))
+                          for path in (tmp_path / label).iterdir()}
+    np.testing.assert_array_equal(outputs["auto"]["photo.png"], outputs["named"]["photo.png"])
+    assert not np.array_equal(outputs["auto"]["photo.png"], outputs["color"]["photo.png"])
+    assert outputs["auto"]["scan.png"].ndim == 2  # grey stays grey, through the grey default
+    report = json.loads((tmp_path / "auto.json").read_text())
+    assert {Path(row["input"]).name: row["model"] for row in report["files"]} == {
+        "photo.png": "color+gray", "scan.png": "unet-gray"}
