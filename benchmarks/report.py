@@ -100,7 +100,7 @@ def throughput_table(throughput: dict) -> list[str]:
         floor, run = row["floor"], row["denoise"]
         bm3d = row.get("bm3d")
         lines.append("| " + " | ".join([
-            f"({row['case']}) {row['what']}", f"`{row['model']}`", f"{row['images']:,}", f"{row['megapixels']:.1f}",
+            f"({row['case']}) {row['what']}", f"`{row['model']}`" + (f" (`{row['serves']}`)" if row.get("serves") else ""), f"{row['images']:,}", f"{row['megapixels']:.1f}",
             f"{floor['images_per_s']:.1f}", f"{floor['megapixels_per_s']:.2f}", f"{run['images_per_s']:.2f}",
             f"{run['megapixels_per_s']:.3f}", f"{row['ratio_to_floor']:.1f}", f"{row['ratio_to_floor_cpu']:.1f}",
             f"{row['ratio_to_floor_excluding_startup']:.1f}", f"{run['peak_rss_mib']:.0f} MiB",
@@ -220,6 +220,11 @@ def main(argv=None) -> int:
                 from denoise import registry
 
                 model = {**(registry.find(name) or {}), **model}
+            if model.get("members"):
+                lines.append(f"- `{name}`: the mean of {' and '.join(f'`{member}`' for member in model['members'])} "
+                             f"(a grey member runs channel by channel), built at load from their files; "
+                             f"{model.get('parameters', 0):,} parameters in all.")
+                continue
             training = model.get("training") or {}
             parameters = f"{model['parameters']:,}" if isinstance(model.get("parameters"), int) else "?"
             lines.append(f"- `{name}`: {model.get('architecture', '?')} {model.get('model_args', '')}, "

@@ -298,6 +298,10 @@ def main(argv=None) -> int:
         images, megapixels = count_pixels(folder)
         row = {"case": case, "what": CASES[case], "images": images, "megapixels": round(megapixels, 3),
                "model": model["name"], "sigma": args.sigma, "device": args.device}
+        if model["name"] == "auto":  # which model auto picked for these images
+            from denoise import registry
+
+            row["serves"] = registry.default_name(1 if case == "a" else 3)
         if args.profile_only:
             print("  profile run ...", file=sys.stderr)
             profile = workdir / f"profile-{case}.json"

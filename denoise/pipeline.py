@@ -515,7 +515,9 @@ class _Batcher:
     """Groups tiles of the same model and shape into batches, runs them, hands back results.
 
     Small tiles are batched in proportion: a batch holds at most ``batch_size`` full tiles'
-    worth of pixels. At most two batches' worth of tiles wait at any time (bounded memory).
+    worth of pixels, divided by the model's passes (a mean of four network evaluations takes a
+    quarter of the tiles, so memory stays the same). At most two batches' worth of tiles wait
+    at any time (bounded memory).
     """
 
     def __init__(self, runner: Runner, options: RunOptions, writers, recorder: Recorder):
@@ -525,9 +527,9 @@ class _Batcher:
         self.waiting_pixels = 0
         self.writes: set = set()
 
-    def _limit(self, key) -> int:
+    def _limit(self, key, passes: int) -> int:
         _, height, width, _ = key
-        return max(1, min(1024, self.budget // (height * width)))
+        return max(1, min(1024, self.budget // (height * width * passes)))
 
     def add(self, image: _Image) -> None:
         for tile_id, tile in _model_tiles(image):
@@ -535,7 +537,7 @@ class _Batcher:
             bucket = self.buckets.setdefault(key, [])
             bucket.append((image, tile_id, tile))
             self.waiting_pixels += tile.shape[0] * tile.shape[1]
-            if len(bucket) >= self._limit(key):
+            if len(bucket) >= self._limit(key, image.model.passes):
                 self._run(key)
             elif self.waiting_pixels > 2 * self.budget:
                 self._run(max(self.buckets, key=lambda k: len(self.buckets[k]) * k[1] * k[2]))

@@ -37,6 +37,7 @@ class LoadedModel:
     noise_level_input: bool
     tile_size: int | None  # fixed input size (dense models), else None
     multiple: int  # input sizes must be multiples of this
+    passes: int = 1  # network evaluations per tile (a mean runs each member, grey ones per channel)
 
 
 def sha256_of(path: Path) -> str:
@@ -126,7 +127,9 @@ def _load_mean(entry: dict, folder: Path | None) -> LoadedModel:
     except ValueError as error:
         raise WeightsError(f"{entry['name']}: {error}") from None
     multiple = math.lcm(*(member.multiple for member in members))
-    return LoadedModel(model, entry["name"], channels, noise_level_input=True, tile_size=None, multiple=multiple)
+    passes = sum(channels if member.channels == 1 else 1 for member in members)
+    return LoadedModel(model, entry["name"], channels, noise_level_input=True, tile_size=None, multiple=multiple,
+                       passes=passes)
 
 
 def _load_keras(path: Path):

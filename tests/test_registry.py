@@ -28,6 +28,7 @@ def test_a_mean_entry_averages_its_members_grey_ones_channel_by_channel(registry
     mean = registry.load("color+gray")
     color, gray = registry.load("unet-color"), registry.load("unet-gray")
     assert (mean.channels, mean.noise_level_input, mean.tile_size, mean.multiple) == (3, True, None, 4)
+    assert mean.passes == 4  # color once, gray on each channel: batches hold a quarter of the tiles
     rng = np.random.default_rng(0)
     images = rng.random((2, 16, 24, 3)).astype(np.float32)
     sigmas = np.array([[0.1], [0.2]], np.float32)
