@@ -90,7 +90,9 @@ ENSEMBLE_HELP = ("Average the model over the 8 flips and quarter turns of each t
 @click.option("--ensemble", is_flag=True, help=ENSEMBLE_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them, so a rerun resumes).")
 @click.option("--dry-run", is_flag=True, help="List what would be done and exit.")
-@click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report to this path: the summary, and each file's status, reason, seconds, sigma and model.")
+@click.option("--report", type=click.Path(path_type=Path),
+              help="Write a JSON report to this path: the summary, and each file's status, reason, seconds, sigma "
+                   "and model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, ensemble, overwrite, dry_run, report,
         quiet):
