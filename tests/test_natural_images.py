@@ -9,7 +9,7 @@ import natural_images  # noqa: E402
 
 
 def test_stage_two_starts_from_stage_one_with_its_own_options():
-    first, second, third = natural_images.train_commands("gray", Path("data"), Path("weights/gray.keras"))
+    first, second, third, _ = natural_images.train_commands("gray", Path("data"), Path("weights/gray.keras"))
     assert first[first.index("--out") + 1] == "weights/gray.keras"
     assert second[second.index("--init-from") + 1] == "weights/gray.keras.run/checkpoint.keras"
     assert second[second.index("--out") + 1] == "weights/gray.keras.run/stage2.keras"
@@ -18,6 +18,14 @@ def test_stage_two_starts_from_stage_one_with_its_own_options():
     assert [word for word in first if word not in ("--name", "gray")][:8] == second[:8]  # same data and model
     assert third[third.index("--init-from") + 1] == "weights/gray.keras.run/stage2.keras.run/checkpoint.keras"
     assert third.count("--lr") == 1 and third[third.index("--lr") + 1] == "1e-4"
+
+
+def test_gray_fourth_stage_trains_on_the_photos_named_by_data_set():
+    fourth = natural_images.train_commands("gray", Path("data"), Path("weights/gray.keras"))[3]
+    assert fourth.count("--data") == 1 and fourth[fourth.index("--data") + 1] == str(Path("data") / "bsds400_color")
+    assert fourth[fourth.index("--channels") + 1] == "1" and fourth[fourth.index("--patch-size") + 1] == "256"
+    assert fourth[fourth.index("--val-data") + 1] == str(Path("data") / "set12")
+    assert fourth[fourth.index("--init-from") + 1] == "weights/gray.keras.run/stage3.keras.run/checkpoint.keras"
 
 
 def test_color_has_later_stages_on_downscaled_photos_each_starting_from_the_one_before():
