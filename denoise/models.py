@@ -172,7 +172,7 @@ def mean_of(members: list[keras.Model], channels: int = 3) -> keras.Model:
         if width == channels:
             outputs.append(member({"image": image, "sigma": sigma}))
         elif width == 1:
-            planes = [member({"image": image[..., index : index + 1], "sigma": sigma}) for index in range(channels)]
+            planes = [member({"image": image[..., channel : channel + 1], "sigma": sigma}) for channel in range(channels)]
             outputs.append(layers.Concatenate()(planes) if channels > 1 else planes[0])
         else:
             raise ValueError(f"{member.name}: {width} channels cannot serve {channels}-channel images")

@@ -8,7 +8,8 @@ learning rate 1e-3) writes weights/NAME.keras with its run in weights/NAME.keras
 starts from stage 1's last checkpoint and fine-tunes on 128x128 patches at a lower learning rate,
 in weights/NAME.keras.run/stage2.keras(.run/); stage 3 (stage3.keras(.run/)) repeats it, gray at
 half the learning rate, color on its photos shrunk by 2; color's stage 4 repeats its stage 3 for
-60 epochs at half the learning rate. The run folders (checkpoint with optimizer, state,
+60 epochs at half the learning rate; gray's stage 4 trains 150 epochs on the BSDS photos as grey,
+256x256 patches, from a warm restart at 2e-4. The run folders (checkpoint with optimizer, state,
 history) are committed, so training continues on any machine. `ship` copies the best model of the
 latest stage (or --source) into weights/ without its optimizer, measures it by the protocol
 (Set12 for gray, McMaster18 for color; sigma 15, 25, 50, with the true sigma and with
