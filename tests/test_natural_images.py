@@ -1,15 +1,18 @@
 """train_scripts/natural_images.py: the training stages it runs and which model it makes the
 colour default when it ships one."""
 
+import json
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train_scripts"))
 import natural_images  # noqa: E402
 
 
 def test_stage_two_starts_from_stage_one_with_its_own_options():
-    first, second, third, _ = natural_images.train_commands("gray", Path("data"), Path("weights/gray.keras"))
+    first, second, third = natural_images.train_commands("gray", Path("data"), Path("weights/gray.keras"))[:3]
     assert first[first.index("--out") + 1] == "weights/gray.keras"
     assert second[second.index("--init-from") + 1] == "weights/gray.keras.run/checkpoint.keras"
     assert second[second.index("--out") + 1] == "weights/gray.keras.run/stage2.keras"
@@ -30,15 +33,14 @@ def test_gray_fourth_stage_trains_on_the_photos_named_by_data_set():
 
 def test_color_has_later_stages_on_downscaled_photos_each_starting_from_the_one_before():
     commands = natural_images.train_commands("color", Path("data"), Path("weights/color.keras"))
-    assert len(commands) == 4
-    third, fourth = commands[2:]
+    third, fourth = commands[2:4]
     assert third[third.index("--init-from") + 1] == "weights/color.keras.run/stage2.keras.run/checkpoint.keras"
     assert third[third.index("--out") + 1] == "weights/color.keras.run/stage3.keras"
     assert third[third.index("--downscale") + 1] == "2" and "--downscale" not in commands[1]
     assert third[third.index("--patch-size") + 1] == "128"
     assert fourth[fourth.index("--init-from") + 1] == "weights/color.keras.run/stage3.keras.run/checkpoint.keras"
     assert fourth[fourth.index("--downscale") + 1] == "2" and fourth[fourth.index("--lr") + 1] == "1e-4"
-    assert natural_images.stage_outputs(Path("w/color.keras"), "color")[-1] == Path("w/color.keras.run/stage4.keras")
+    assert natural_images.stage_outputs(Path("w/color.keras"), "color")[3] == Path("w/color.keras.run/stage4.keras")
 
 
 def entries(color_psnr: float, gray_channelwise_psnr: float) -> list[dict]:
@@ -68,3 +70,46 @@ def test_a_mean_that_measures_best_becomes_the_colour_default():
     natural_images._assign_defaults(models)
     assert [model["default_for"] for model in models] == [[], ["gray"], [], ["color"]]
     assert "30.89 dB against 31.65 for color+gray" in models[2]["note"] and "note" not in models[3]
+
+
+def test_gpu_stages_follow_the_cpu_stages_each_from_the_best_model_before():
+    commands = natural_images.train_commands("gray", Path("data"), Path("weights/gray.keras"))
+    fifth, sixth = commands[4:]
+    assert fifth[:3] == ["python", natural_images.GPU_SCRIPT, "weights/gray.keras.run/stage4.keras"]
+    assert fifth[fifth.index("--out") + 1] == "weights/gray.keras.run/stage5.keras"
+    assert sixth[2] == "weights/gray.keras.run/stage5.keras"
+    assert fifth[fifth.index("--data") + 1] == str(Path("data") / "bsds400_color")
+    assert fifth[fifth.index("--val-data") + 1] == str(Path("data") / "set12")
+    assert fifth[fifth.index("--channels") + 1] == "1"
+    color = natural_images.train_commands("color", Path("data"), Path("weights/color.keras"))[4]
+    assert color[color.index("--downscale") + 1] == "2" and color[color.index("--channels") + 1] == "3"
+    assert natural_images.stage_outputs(Path("w/gray.keras"), "gray")[-1] == Path("w/gray.keras.run/stage6.keras")
+
+
+def gpu_log(path: Path, steps: int, last_step: int) -> None:
+    history = [{"step": step, "psnr_sigma25": 30.0 + step / 1000} for step in range(0, last_step + 1, 1000)]
+    path.write_text(json.dumps({"steps": steps, "best_step": last_step, "minutes": 2.5, "device": "GPU",
+                                "history": history}))
+
+
+def test_a_gpu_stage_counts_as_finished_only_when_its_log_reached_its_last_step(tmp_path):
+    model = tmp_path / "stage5.keras"
+    model.write_bytes(b"model")
+    assert not natural_images.gpu_stage_finished(model)  # no log
+    gpu_log(tmp_path / "stage5.keras.json", steps=3000, last_step=2000)  # cut short
+    assert not natural_images.gpu_stage_finished(model)
+    gpu_log(tmp_path / "stage5.keras.json", steps=3000, last_step=3000)
+    assert natural_images.gpu_stage_finished(model)
+    assert natural_images._stage_record(model) == {"steps": 3000, "device": "GPU", "seconds": 150.0,
+                                                   "best_val_psnr": 33.0}
+
+
+def test_train_stops_at_the_first_gpu_stage_with_its_command_when_there_is_no_gpu(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(natural_images.subprocess, "call", lambda command, **_: ran.append(command) or 0)
+    monkeypatch.setattr(natural_images, "_jax_has_gpu", lambda: False)
+    with pytest.raises(SystemExit) as stopped:
+        natural_images.train("gray", tmp_path / "data", tmp_path / "weights")
+    assert [command[0] for command in ran] == ["denoise"] * 4  # the CPU stages ran, each resumed
+    assert all(command[-1] == "--resume" for command in ran)
+    assert "needs a GPU" in str(stopped.value) and "stage5.keras" in str(stopped.value)

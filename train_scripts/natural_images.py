@@ -9,8 +9,11 @@ starts from stage 1's last checkpoint and fine-tunes on 128x128 patches at a low
 in weights/NAME.keras.run/stage2.keras(.run/); stage 3 (stage3.keras(.run/)) repeats it, gray at
 half the learning rate, color on its photos shrunk by 2; color's stage 4 repeats its stage 3 for
 60 epochs at half the learning rate; gray's stage 4 trains 150 epochs on the BSDS photos as grey,
-256x256 patches, from a warm restart at 2e-4. The run folders (checkpoint with optimizer, state,
-history) are committed, so training continues on any machine. `ship` copies the best model of the
+256x256 patches, from a warm restart at 2e-4. Then the GPU stages (gray's 5 and 6, color's 5)
+run train_scripts/gpu_finetune.py under JAX, each from the stage before's best model; on a
+machine without a GPU, train stops there and prints the command. The run folders (checkpoint
+with optimizer, state, history; a GPU stage's log) are committed, so training continues on any
+machine. `ship` copies the best model of the
 latest stage (or --source) into weights/ without its optimizer, measures it by the protocol
 (Set12 for gray, McMaster18 for color; sigma 15, 25, 50, with the true sigma and with
 --sigma auto) and writes its manifest entry, then re-measures every mean the model is part of.
@@ -86,11 +89,28 @@ GRAY_PHOTOS = [
 ]
 # Each model's stages after the first; stage k starts from stage k-1's last checkpoint.
 LATER_STAGES = {"gray": [STAGE2, SETTLE, GRAY_PHOTOS], "color": [STAGE2, DOWNSCALED, DOWNSCALED_SETTLE]}
+# Then the stages that need a GPU: train_scripts/gpu_finetune.py under Keras's JAX backend, two
+# million pixels a step (32 patches of 256x256, or 128 of 128x128), about 17 ms a step on an
+# H200; each starts from the previous stage's best model with a fresh, warmed-up Adam at 2e-4.
+GPU_STAGES = {
+    "gray": [
+        ["--data", "bsds400_color", "--steps", "20000"],  # 4 minutes: as many pixels as stages 1-4 saw three times
+        ["--data", "bsds400_color", "--steps", "14000"],  # a second cosine cycle: stage 5 still gained at its end
+    ],
+    "color": [
+        # as its stages 3 and 4: the photos shrunk by 2, 128x128 patches (their 160x240 fits no 256)
+        ["--data", "bsds400_color", "--downscale", "2", "--patch-size", "128", "--batch-size", "128",
+         "--steps", "13000"],
+    ],
+}
+GPU_SCRIPT = "train_scripts/gpu_finetune.py"
 
 
 def stage_outputs(out: Path, name: str) -> list[Path]:
-    """The model each stage of ``name`` writes; a stage's run state lives beside it in MODEL.run/."""
-    return [out, *(Path(f"{out}.run") / f"stage{index}.keras" for index in range(2, len(LATER_STAGES[name]) + 2))]
+    """The model each stage of ``name`` writes; a stage's run state lives beside it in MODEL.run/
+    (a GPU stage's log in MODEL.json)."""
+    stages = len(LATER_STAGES[name]) + len(GPU_STAGES[name])
+    return [out, *(Path(f"{out}.run") / f"stage{index}.keras" for index in range(2, stages + 2))]
 
 
 def train_commands(name: str, datasets: Path, out: Path) -> list[list[str]]:
@@ -103,11 +123,19 @@ def train_commands(name: str, datasets: Path, out: Path) -> list[list[str]]:
     outputs = stage_outputs(out, name)
     commands = [[*base, "--name", name, "--out", str(outputs[0])]]
     for options, previous, output in zip(LATER_STAGES[name], outputs, outputs[1:]):
-        options = [str(datasets / value) if flag == "--data" else value  # a data set by name
-                   for flag, value in zip(["", *options], options)]
-        commands.append([*_override(base, options), "--init-from", f"{previous}.run/checkpoint.keras",
+        commands.append([*_override(base, _data_sets(options, datasets)), "--init-from",
+                         f"{previous}.run/checkpoint.keras", "--out", str(output)])
+    cpu_stages = len(commands)
+    for options, previous, output in zip(GPU_STAGES[name], outputs[cpu_stages - 1:], outputs[cpu_stages:]):
+        commands.append(["python", GPU_SCRIPT, str(previous), *_data_sets(options, datasets),
+                         "--val-data", str(datasets / spec["validation"]), "--channels", str(spec["channels"]),
                          "--out", str(output)])
     return commands
+
+
+def _data_sets(options: list[str], datasets: Path) -> list[str]:
+    """``options`` with the value of --data, a data set's name, made a folder of ``datasets``."""
+    return [str(datasets / value) if flag == "--data" else value for flag, value in zip(["", *options], options)]
 
 
 def _override(command: list[str], options: list[str]) -> list[str]:
@@ -151,9 +179,9 @@ def ship(name: str, datasets: Path, source: Path, weights: Path) -> dict:
     target = weights / f"{name}.keras"
     _save_inference_model(keras.saving.load_model(source, compile=False), target)
     outputs = stage_outputs(target, name)
-    stages = [json.loads(Path(f"{model}.run/state.json").read_text())["state"]
-              for model in outputs[:_stage_of(source, outputs) + 1] if Path(f"{model}.run/state.json").exists()]
+    stages = [stage for model in outputs[:_stage_of(source, outputs) + 1] if (stage := _stage_record(model))]
     spec = MODELS[name]
+    commands = train_commands(name, Path("../shared/datasets"), Path(f"weights/{name}.keras"))
     metrics = _measure(target, datasets / spec["validation"], spec["validation"])
     if spec.get("channelwise"):
         metrics.update(_measure(target, datasets / spec["channelwise"], f"{spec['channelwise']}_channelwise"))
@@ -164,18 +192,16 @@ def ship(name: str, datasets: Path, source: Path, weights: Path) -> dict:
         "size_bytes": target.stat().st_size, "architecture": "unet",
         "model_args": {"filters": 32, "depth": 4, "blocks": 2}, "channels": spec["channels"],
         "noise": {"type": "gaussian", "low": 0.0, "high": 75.0, "clip": True},
-        "data": f"../shared/datasets/{spec['train']}",
+        "data": " + ".join(dict.fromkeys(command[command.index("--data") + 1] for command in commands)),
         "validation_data": f"../shared/datasets/{spec['validation']} (validation only)",
-        "command": " && ".join(shlex.join(command) for command in
-                               train_commands(name, Path("../shared/datasets"), Path(f"weights/{name}.keras"))),
+        "command": " && ".join(shlex.join(command) for command in commands),
         "rebuild": f"python train_scripts/natural_images.py train {name} --datasets ../shared/datasets",
         "parameters": int(loaded.model.count_params()),
         "training": {"source": str(source.resolve().relative_to(ROOT)) if source.resolve().is_relative_to(ROOT)
-                     else str(source), "epochs": sum(stage["epoch"] for stage in stages),
+                     else str(source), "epochs": sum(stage.get("epochs", 0) for stage in stages),
                      "seconds": round(sum(stage["seconds"] for stage in stages), 1),
-                     "best_val_psnr": round(stages[-1]["best_psnr"], 3),
-                     "stages": [{"epochs": stage["epoch"], "seconds": round(stage["seconds"], 1),
-                                 "best_val_psnr": round(stage["best_psnr"], 3)} for stage in stages]},
+                     "gpu_seconds": round(sum(stage["seconds"] for stage in stages if "device" in stage), 1),
+                     "best_val_psnr": stages[-1]["best_val_psnr"], "stages": stages},
         "metrics": metrics,
         "metrics_protocol": _protocol(spec["validation"], "; *_channelwise: colour images through this grey model "
                                       "channel by channel" if spec.get("channelwise") else ""),
@@ -184,6 +210,22 @@ def ship(name: str, datasets: Path, source: Path, weights: Path) -> dict:
     _assign_defaults(manifest["models"])
     registry.write_manifest(manifest, weights)
     return entry
+
+
+def _stage_record(model: Path) -> dict | None:
+    """What a stage's run left beside ``model``: epochs (or steps and device), seconds and best
+    validation PSNR at sigma 25; None for a stage that has not run."""
+    state, log = Path(f"{model}.run/state.json"), Path(f"{model}.json")
+    if state.exists():
+        stage = json.loads(state.read_text())["state"]
+        return {"epochs": stage["epoch"], "seconds": round(stage["seconds"], 1),
+                "best_val_psnr": round(stage["best_psnr"], 3)}
+    if log.exists():
+        record = json.loads(log.read_text())
+        best = next(entry for entry in record["history"] if entry["step"] == record["best_step"])
+        return {"steps": record["steps"], "device": record["device"], "seconds": round(record["minutes"] * 60, 1),
+                "best_val_psnr": best["psnr_sigma25"]}
+    return None
 
 
 def ship_mean(name: str, datasets: Path, weights: Path) -> dict:
@@ -196,7 +238,7 @@ def ship_mean(name: str, datasets: Path, weights: Path) -> dict:
         raise SystemExit(f"{name}: ship its members first ({', '.join(MEANS[name])})")
     entry = {
         "name": name, "members": MEANS[name], "architecture": "mean", "channels": 3,
-        "noise": members[0]["noise"], "data": " + ".join(member["data"] for member in members),
+        "noise": members[0]["noise"], "data": " + ".join(dict.fromkeys(data for member in members for data in member["data"].split(" + "))),
         "validation_data": f"../shared/datasets/{COLOUR_SET} (validation only)",
         "command": " && ".join(member["command"] for member in members),
         "rebuild": f"python train_scripts/natural_images.py train {shlex.quote(name)} --datasets ../shared/datasets",
@@ -266,10 +308,34 @@ def _assign_defaults(entries: list[dict]) -> None:
 
 
 def train(name: str, datasets: Path, weights: Path) -> None:
+    """Run the stages in order; a finished GPU stage is skipped, and the first unfinished one
+    stops the run with its command when this machine has no GPU that JAX can use."""
     for command in train_commands(name, datasets, weights / f"{name}.keras"):
-        code = subprocess.call([*command, "--resume"])  # --resume: each stage continues where it stopped
+        if command[1] != GPU_SCRIPT:
+            code = subprocess.call([*command, "--resume"])  # --resume: each stage continues where it stopped
+        elif gpu_stage_finished(Path(command[command.index("--out") + 1])):
+            continue
+        elif not _jax_has_gpu():
+            sys.exit(f"{name}: the next stage needs a GPU that JAX can use (pip install 'jax[cuda12]'): "
+                     f"{shlex.join(command)}")
+        else:
+            code = subprocess.call([sys.executable, str(ROOT / GPU_SCRIPT), *command[2:]])
         if code:
             sys.exit(code)
+
+
+def gpu_stage_finished(output: Path) -> bool:
+    """Whether a GPU stage wrote its model and a log whose last validation is its last step."""
+    log = Path(f"{output}.json")
+    if not output.exists() or not log.exists():
+        return False
+    record = json.loads(log.read_text())
+    return bool(record["history"]) and record["history"][-1]["step"] == record["steps"]
+
+
+def _jax_has_gpu() -> bool:
+    probe = "import jax, sys; sys.exit(jax.default_backend() != 'gpu')"
+    return subprocess.call([sys.executable, "-c", probe], stderr=subprocess.DEVNULL) == 0
 
 
 def main() -> None:
