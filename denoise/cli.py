@@ -259,6 +259,9 @@ def models(as_json):
 @click.option("--filters", type=click.IntRange(1), default=None, help="conv, unet: base filter count (default 16, 32).")
 @click.option("--depth", type=click.IntRange(1), default=None, help="unet: resolution levels (default 3).")
 @click.option("--blocks", type=click.IntRange(1), default=None, help="unet: convolutions per residual block (default 2).")
+@click.option("--repeats", type=click.IntRange(1), default=None,
+              help="unet: residual blocks per level (default 1); with --init-from a model with fewer, the "
+                   "new blocks start as identities.")
 @click.option("--latent-dim", type=click.IntRange(1), default=None, help="dense: size of the code (default 64).")
 @click.option("--noise", type=click.Choice(["gaussian", "poisson", "salt-pepper", "speckle", "mixture"]),
               default="gaussian", show_default=True, help="Noise added on the fly to every training image.")
@@ -302,7 +305,7 @@ def models(as_json):
                                                     "fine-tuning, e.g. on larger patches at a lower --lr.")
 @click.option("--out", required=True, type=click.Path(), help="Where the best model (.keras) goes; run state in OUT.run/.")
 @click.pass_context
-def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks, latent_dim, noise, level, clip,
+def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks, repeats, latent_dim, noise, level, clip,
           augment, patch_size, downscale, epochs, steps_per_epoch, batch_size, loss, learning_rate, schedule, early_stopping,
           reduce_lr_on_plateau, val_sigma, val_count, seed, logdir, strategy, device, name, resume, init_from, out):
     """Train a denoising autoencoder on clean images with noise added on the fly.
@@ -321,7 +324,8 @@ def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks,
     from denoise.train import TrainOptions, train as run_training
 
     model_args = {key: value for key, value in
-                  {"filters": filters, "depth": depth, "blocks": blocks, "latent_dim": latent_dim}.items()
+                  {"filters": filters, "depth": depth, "blocks": blocks, "repeats": repeats,
+                   "latent_dim": latent_dim}.items()
                   if value is not None}
     try:
         spec = NoiseSpec.parse(noise, "0:75" if level is None and noise == "gaussian" else level)

@@ -104,12 +104,22 @@ def _conv_block(x, filters: int, convs: int, name: str):
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
+def _level(x, filters: int, blocks: int, repeats: int, name: str):
+    """``repeats`` residual blocks in a row; the first keeps the name a one-block level has, so a
+    model with more repeats can start from one with fewer (:func:`grow_from`)."""
+    x = _conv_block(x, filters, blocks, name)
+    for repeat in range(1, repeats):
+        x = _conv_block(x, filters, blocks, f"{name}_{repeat}")
+    return x
+
+
 def unet(
     channels: int = 1,
     filters: int = 32,
     depth: int = 3,
     blocks: int = 2,
     noise_level_input: bool = True,
+    repeats: int = 1,
 ) -> keras.Model:
     """Residual U-Net denoising autoencoder with a noise-level map input.
 
@@ -117,7 +127,8 @@ def unet(
       which buys four times the compute for the same FLOPs (as FFDNet does).
     - Encoder: ``depth`` levels of residual conv blocks, each level downsampled by a strided
       convolution and doubling the filters; decoder: transposed convolutions back up, with
-      additive skip connections from the encoder level of the same size.
+      additive skip connections from the encoder level of the same size; ``repeats`` residual
+      blocks of ``blocks`` convolutions at each level.
     - Residual output: the network predicts the noise, which is subtracted from the input;
       it trains much faster than predicting the clean image.
     Sizes must be multiples of 2 ** depth (the pipeline pads).
@@ -135,20 +146,43 @@ def unet(
     skips = []
     for level in range(depth - 1):
         width = filters * 2**level
-        x = _conv_block(x, width, blocks, f"down{level}")
+        x = _level(x, width, blocks, repeats, f"down{level}")
         skips.append(x)
         x = layers.Conv2D(2 * width, 2, strides=2, name=f"downsample{level}")(x)
-    x = _conv_block(x, filters * 2 ** (depth - 1), blocks, "bottleneck")
+    x = _level(x, filters * 2 ** (depth - 1), blocks, repeats, "bottleneck")
     for level in reversed(range(depth - 1)):
         width = filters * 2**level
         x = layers.Conv2DTranspose(width, 2, strides=2, name=f"upsample{level}")(x)
         x = layers.Add(name=f"skip{level}")([x, skips[level]])
-        x = _conv_block(x, width, blocks, f"up{level}")
+        x = _level(x, width, blocks, repeats, f"up{level}")
 
     x = layers.Conv2D(4 * channels, 3, padding="same", name="tail")(x)
     noise = PixelShuffle(2, name="shuffle")(x)
     clean = layers.Subtract(name="residual")([image, noise])
     return keras.Model(inputs, clean, name="unet")
+
+
+def grow_from(source: keras.Model, target: keras.Model, blocks: int) -> list[str]:
+    """Give ``target`` the weights of ``source``, a unet like it with fewer ``repeats``, and start
+    each residual block that ``source`` lacks as an identity: its last convolution is zeroed, so
+    the block adds nothing to its (non-negative, post-ReLU) input and ``target`` computes what
+    ``source`` does until training moves it. Returns the names of the added blocks.
+
+    Raises ValueError when a layer of ``source`` is missing from ``target`` or differs in shape.
+    """
+    layers_of_target = {layer.name: layer for layer in target.layers}
+    for layer in source.layers:
+        match = layers_of_target.get(layer.name)
+        if match is None or [w.shape for w in match.weights] != [w.shape for w in layer.weights]:
+            raise ValueError(f"{target.name} cannot grow from {source.name}: layer {layer.name} differs")
+        match.set_weights(layer.get_weights())
+    known = {layer.name for layer in source.layers}
+    added = sorted({layer.name.rsplit("_conv", 1)[0] for layer in target.layers
+                    if layer.name not in known and "_conv" in layer.name})
+    for block in added:
+        last = layers_of_target[f"{block}_conv{blocks - 1}"]
+        last.set_weights([keras.ops.zeros_like(weight) for weight in last.weights])
+    return added
 
 
 def mean_of(members: list[keras.Model], channels: int = 3) -> keras.Model:

@@ -76,3 +76,18 @@ def test_models_use_keras_alone_so_every_backend_runs_them():
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= {"__future__", "inspect", "keras"}, imported
+
+
+def test_a_unet_with_more_repeats_grows_from_one_with_fewer_and_computes_the_same():
+    small = models.unet(channels=1, filters=4, depth=3, blocks=2)
+    deeper = models.unet(channels=1, filters=4, depth=3, blocks=2, repeats=3)
+    assert deeper.count_params() > small.count_params()
+    added = models.grow_from(small, deeper, blocks=2)
+    assert added == ["bottleneck_1", "bottleneck_2", "down0_1", "down0_2", "down1_1", "down1_2",
+                     "up0_1", "up0_2", "up1_1", "up1_2"]
+    sigma = np.array([[0.1], [0.3]], "float32")
+    np.testing.assert_allclose(deeper.predict([image(), sigma], verbose=0), small.predict([image(), sigma], verbose=0),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="cannot grow"):
+        models.grow_from(models.unet(channels=1, filters=8, depth=3), deeper, blocks=2)
+

@@ -140,6 +140,18 @@ def test_init_from_starts_a_new_run_from_a_trained_model(images, tmp_path):
     assert code == 2 and "no such model file" in output
 
 
+def test_init_from_a_unet_with_fewer_repeats_grows_it_without_losing_what_it_learned(images, tmp_path):
+    unet = ["--arch", "unet", "--filters", "4", "--depth", "2", *TINY[4:]]
+    first, deeper = tmp_path / "first.keras", tmp_path / "deeper.keras"
+    assert invoke("--data", images, *unet, "--epochs", "2", "--lr", "0.01", "--out", first)[0] == 0
+    code, output = invoke("--data", images, *unet, "--repeats", "2", "--epochs", "1", "--lr", "1e-9",
+                          "--init-from", first, "--out", deeper)
+    assert code == 0, output
+    # The added blocks start as identities: at a negligible rate it validates as its source did.
+    assert history(deeper)[0]["val_psnr"] == pytest.approx(max(row["val_psnr"] for row in history(first)), abs=0.05)
+    assert len(keras.saving.load_model(deeper).weights) > len(keras.saving.load_model(first).weights)
+
+
 @pytest.mark.parametrize("extra", [
     ["--loss", "l1", "--noise", "poisson", "--early-stopping", "1", "--lr", "1e-9", "--epochs", "4"],
     ["--loss", "bce", "--noise", "salt-pepper", "--schedule", "constant", "--reduce-lr-on-plateau", "1", "--epochs", "1",
