@@ -162,6 +162,23 @@ def unet(
     return keras.Model(inputs, clean, name="unet")
 
 
+def unet_args(model: keras.Model) -> dict:
+    """The :func:`unet` arguments that built ``model``, read off its layers' names and shapes."""
+    names = [layer.name for layer in model.layers]
+    if "head" not in names or "tail" not in names:
+        raise ValueError(f"{model.name} is not a unet")
+    return {
+        "channels": model.inputs[0].shape[-1],
+        "filters": model.get_layer("head").filters,
+        "depth": sum(name.startswith("downsample") for name in names) + 1,
+        "blocks": sum(name.startswith("down0_conv") for name in names) or sum(
+            name.startswith("bottleneck_conv") for name in names),
+        "noise_level_input": len(model.inputs) == 2,
+        "repeats": 1 + sum(name.startswith("bottleneck_") and name.endswith("_relu") and name != "bottleneck_relu"
+                           for name in names),
+    }
+
+
 def grow_from(source: keras.Model, target: keras.Model, blocks: int) -> list[str]:
     """Give ``target`` the weights of ``source``, a unet like it with fewer ``repeats``, and start
     each residual block that ``source`` lacks as an identity: its last convolution is zeroed, so
@@ -180,8 +197,8 @@ def grow_from(source: keras.Model, target: keras.Model, blocks: int) -> list[str
     added = sorted({layer.name.rsplit("_conv", 1)[0] for layer in target.layers
                     if layer.name not in known and "_conv" in layer.name})
     for block in added:
-        last = layers_of_target[f"{block}_conv{blocks - 1}"]
-        last.set_weights([keras.ops.zeros_like(weight) for weight in last.weights])
+        for weight in layers_of_target[f"{block}_conv{blocks - 1}"].weights:
+            weight.assign(ops.zeros(weight.shape, weight.dtype))
     return added
 
 

@@ -61,7 +61,7 @@ def test_fine_tuning_keeps_the_best_validated_model_and_logs_the_command_that_re
     out = tmp_path / "tuned.keras"
     command = [sys.executable, str(ROOT / "train_scripts/gpu_finetune.py"), str(start), "--data", str(tmp_path / "data"),
                "--val-data", str(tmp_path / "val"), "--channels", "1", "--out", str(out), "--patch-size", "32",
-               "--batch-size", "2", "--lr", "1e-3", "--steps", "4", "--val-every", "2"]
+               "--batch-size", "2", "--lr", "1e-3", "--steps", "4", "--val-every", "2", "--repeats", "2"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path,
                             env={**os.environ, "KERAS_BACKEND": "tensorflow"})  # the script switches to JAX itself
     assert result.returncode == 0, result.stderr[-2000:]
@@ -72,12 +72,13 @@ def test_fine_tuning_keeps_the_best_validated_model_and_logs_the_command_that_re
     assert log["best_step"] == log["history"][int(np.argmax(means))]["step"]
     assert log["steps"] == 4 and log["history"][1]["loss"] > 0
     repeated = gpu_finetune.parse(shlex.split(log["command"])[2:])
-    assert (repeated.steps, repeated.lr, repeated.patch_size, repeated.out) == (4, 1e-3, 32, out)
+    assert (repeated.steps, repeated.lr, repeated.patch_size, repeated.repeats, repeated.out) == (4, 1e-3, 32, 2, out)
 
     tuned = keras.saving.load_model(out)  # written under JAX, loaded here under TensorFlow
+    assert models.unet_args(tuned)["repeats"] == 2  # grown first; its added blocks start as identities
     noisy = np.random.default_rng(3).uniform(size=(1, 32, 32, 1)).astype("float32")
     denoised = np.asarray(tuned.predict([noisy, np.array([[0.1]], "float32")], verbose=0))
     assert denoised.shape == noisy.shape and np.isfinite(denoised).all()
-    if log["best_step"] == 0:  # nothing beat the start: the start is what was written
+    if log["best_step"] == 0:  # nothing beat the start: the start, grown, is what was written
         starting = keras.saving.load_model(start).predict([noisy, np.array([[0.1]], "float32")], verbose=0)
         np.testing.assert_allclose(denoised, starting, atol=1e-6)

@@ -88,6 +88,10 @@ def test_a_unet_with_more_repeats_grows_from_one_with_fewer_and_computes_the_sam
     sigma = np.array([[0.1], [0.3]], "float32")
     np.testing.assert_allclose(deeper.predict([image(), sigma], verbose=0), small.predict([image(), sigma], verbose=0),
                                atol=1e-6)
+    assert models.unet_args(deeper) == dict(channels=1, filters=4, depth=3, blocks=2, noise_level_input=True,
+                                            repeats=3)
+    assert models.unet_args(models.unet(channels=3, filters=8, depth=1, blocks=3, noise_level_input=False)) == dict(
+        channels=3, filters=8, depth=1, blocks=3, noise_level_input=False, repeats=1)
     with pytest.raises(ValueError, match="cannot grow"):
         models.grow_from(models.unet(channels=1, filters=8, depth=3), deeper, blocks=2)
 

@@ -56,6 +56,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="training steps (the cosine schedule spans them)")
     parser.add_argument("--minutes", type=float, help="instead of --steps: as many steps as fit in this time")
     # A validation pass costs about 40 steps' time: every 2000 steps adds 2 %.
+    parser.add_argument("--repeats", type=int,
+                        help="first grow the U-Net to this many residual blocks per level, the added ones "
+                             "starting as identities (denoise train --repeats)")
     parser.add_argument("--val-every", type=int, default=2000, help="steps between validations")
     parser.add_argument("--seed", type=int, default=0, help="seed of patches, flips and noise")
     args = parser.parse_args(argv)
@@ -114,6 +117,8 @@ def main(argv=None) -> int:
 
     keras.utils.set_random_seed(args.seed)
     model = keras.saving.load_model(args.model, compile=False)
+    if args.repeats:
+        model = _grown(model, args.repeats)
     images = jnp.asarray(load_training(args.data, args.channels, args.downscale, args.patch_size))
     validation = load_validation(args.val_data, args.channels)
     print(f"training on {images.shape[0]} images of {images.shape[1]}x{images.shape[2]}, "
@@ -154,6 +159,19 @@ def main(argv=None) -> int:
             _write_log(args, steps, best, history, start)  # each time: a run cut short keeps its log
     print(f"best at step {best[1]}: mean validation PSNR {best[0]:.3f} dB -> {args.out}", flush=True)
     return 0
+
+
+def _grown(model, repeats: int):
+    from denoise import models
+
+    built_with = models.unet_args(model)
+    if repeats < built_with["repeats"]:
+        raise SystemExit(f"--repeats {repeats}: the model already has {built_with['repeats']}")
+    if repeats == built_with["repeats"]:
+        return model
+    grown = models.unet(**{**built_with, "repeats": repeats})
+    models.grow_from(model, grown, built_with["blocks"])
+    return grown
 
 
 def _train_step(model, optimizer, args):
@@ -243,6 +261,8 @@ def command_of(args: argparse.Namespace, steps: int) -> str:
     words = ["python", "train_scripts/gpu_finetune.py", str(args.model)]
     for flag in ("data", "val_data", "channels", "out", "downscale", "patch_size", "batch_size", "lr", "sigma_max"):
         words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.repeats:
+        words += ["--repeats", str(args.repeats)]
     words += ["--steps", str(steps), "--val-every", str(args.val_every), "--seed", str(args.seed)]
     return shlex.join(words)
 
