@@ -229,10 +229,12 @@ def main(argv=None) -> int:
             parameters = f"{model['parameters']:,}" if isinstance(model.get("parameters"), int) else "?"
             lines.append(f"- `{name}`: {model.get('architecture', '?')} {model.get('model_args', '')}, "
                          f"{parameters} parameters, {model.get('channels', '?')} channel(s), trained on "
-                         f"{Path(str(model.get('data', '?'))).name} with {model.get('noise', {}).get('type', '?')} noise "
+                         f"{' + '.join(Path(data).name for data in str(model.get('data', '?')).split(' + '))} "
+                         f"with {model.get('noise', {}).get('type', '?')} noise "
                          f"{model.get('noise', {}).get('low', '?'):g}-{model.get('noise', {}).get('high', '?'):g}; "
                          f"{'snapshot of a run in progress' if model.get('source') != 'registry' else 'the shipped weights'}, "
-                         f"{training.get('epochs', '?')} epochs (best validation PSNR {training.get('best_val_psnr', '?')} dB), sha256 `{str(model.get('sha256'))[:12]}`.")
+                         f"{_training_length(training)} (best validation PSNR {training.get('best_val_psnr', '?')} dB), "
+                         f"sha256 `{str(model.get('sha256'))[:12]}`.")
         lines.append("")
     lines += ["### Quality", "",
               "Every method denoises the same noisy uint8 PNGs (protocol: clean uint8 + N(0, sigma^2) with the "
@@ -292,6 +294,16 @@ def main(argv=None) -> int:
     Path(args.markdown).write_text("\n".join(lines))
     print(f"wrote {args.markdown} and {args.plot}", file=sys.stderr)
     return 0
+
+
+def _training_length(training: dict) -> str:
+    """'550 epochs', plus the GPU stages' steps and minutes where there were any."""
+    text = f"{training.get('epochs', '?')} epochs"
+    gpu = [stage for stage in training.get("stages", []) if "device" in stage]
+    if gpu:
+        text += (f" and {sum(stage['steps'] for stage in gpu):,} GPU steps "
+                 f"({training.get('gpu_seconds', 0) / 60:.0f} minutes on {gpu[-1]['device']})")
+    return text
 
 
 if __name__ == "__main__":
