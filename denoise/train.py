@@ -46,6 +46,7 @@ class TrainOptions:
     loss: str = "mse"
     learning_rate: float = 1e-3
     schedule: str = "cosine"  # cosine decay to 1 % over all epochs, or constant
+    warmup: int = 0  # steps of linear learning-rate warm-up from 0
     early_stopping: int = 0  # patience in epochs; 0 disables
     reduce_on_plateau: int = 0  # patience in epochs; 0 disables
     logdir: str | None = None
@@ -68,8 +69,11 @@ def check(options: TrainOptions) -> None:
         raise ValueError(f"unknown schedule {options.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if options.strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {options.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if options.reduce_on_plateau and options.schedule != "constant":
-        raise ValueError("--reduce-lr-on-plateau sets the learning rate itself: use it with --schedule constant")
+    if options.reduce_on_plateau and (options.schedule != "constant" or options.warmup):
+        raise ValueError("--reduce-lr-on-plateau sets the learning rate itself: use it with --schedule constant "
+                         "and no --warmup")
+    if options.warmup < 0:
+        raise ValueError("--warmup must be 0 or more steps")
     if options.epochs < 1 or options.data.batch_size < 1 or (options.steps_per_epoch or 1) < 1:
         raise ValueError("epochs, batch size and steps per epoch must be at least 1")
     if options.data.patch_size is not None and options.data.patch_size < 4:
@@ -288,9 +292,17 @@ def _summary(state: dict, model) -> dict:
 
 
 def _learning_rate(options: TrainOptions, steps: int):
-    if options.schedule == "constant":
+    """The rate or schedule: constant, or cosine decay to 1 % over the run; after a linear warm-up
+    from 0 over ``options.warmup`` steps when there is one."""
+    if options.schedule == "constant" and not options.warmup:
         return options.learning_rate
-    return keras.optimizers.schedules.CosineDecay(options.learning_rate, options.epochs * steps, alpha=0.01)
+    total = options.epochs * steps
+    warmup = min(options.warmup, total - 1)
+    alpha = 1.0 if options.schedule == "constant" else 0.01  # alpha 1: no decay after the warm-up
+    if not warmup:
+        return keras.optimizers.schedules.CosineDecay(options.learning_rate, total, alpha=alpha)
+    return keras.optimizers.schedules.CosineDecay(0.0, total - warmup, alpha=alpha, warmup_target=options.learning_rate,
+                                                  warmup_steps=warmup)
 
 
 def registry_name(options: TrainOptions) -> str | None:

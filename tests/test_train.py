@@ -196,6 +196,7 @@ def test_an_absent_tfds_data_set_fails_fast_with_a_clear_message(tmp_path, monke
 @pytest.mark.parametrize("args, message", [
     (["--arch", "dense", "--filters", "4"], "dense takes no filters"),
     (["--reduce-lr-on-plateau", "2"], "use it with --schedule constant"),
+    (["--schedule", "constant", "--reduce-lr-on-plateau", "2", "--warmup", "10"], "and no --warmup"),
     (["--noise", "poisson", "--sigma", "0:10"], "above 0"),
     (["--out", "model.h5"], "must end in .keras"),
 ])
@@ -203,6 +204,19 @@ def test_bad_option_combinations_fail_before_training(images, tmp_path, args, me
     out = ["--out", tmp_path / "m.keras"] if "--out" not in args else []
     code, output = invoke("--data", images, *args, *out)
     assert code == 2 and message in output
+
+
+@pytest.mark.parametrize("schedule, last", [("cosine", 0.01), ("constant", 1.0)])
+def test_warmup_raises_the_rate_from_zero_then_follows_the_schedule(schedule, last):
+    from denoise.train import _learning_rate
+
+    options = TrainOptions(data=data.DataOptions(source="x"), out="m.keras", epochs=2, learning_rate=1e-3,
+                           schedule=schedule, warmup=50)
+    rate = _learning_rate(options, steps=100)  # 200 steps in all
+    at = [float(rate(step)) for step in (0, 25, 50, 199)]
+    assert at[0] == 0.0 and at[1] == pytest.approx(5e-4) and at[2] == pytest.approx(1e-3)
+    assert at[3] == pytest.approx(1e-3 * last, rel=0.05)
+    assert _learning_rate(TrainOptions(data=data.DataOptions(source="x"), out="m.keras", schedule="constant"), 100) == 1e-3
 
 
 def test_logdir_without_tensorboard_says_what_to_install(images, tmp_path, monkeypatch):
