@@ -93,8 +93,7 @@ def gpu_log(path: Path, steps: int, last_step: int) -> None:
 
 
 def test_a_gpu_stage_counts_as_finished_only_when_its_log_reached_its_last_step(tmp_path):
-    model = tmp_path / "stage5.keras"
-    model.write_bytes(b"model")
+    model = tmp_path / "stage5.keras"  # not committed: a fresh clone has only the log
     assert not natural_images.gpu_stage_finished(model)  # no log
     gpu_log(tmp_path / "stage5.keras.json", steps=3000, last_step=2000)  # cut short
     assert not natural_images.gpu_stage_finished(model)
@@ -113,3 +112,23 @@ def test_train_stops_at_the_first_gpu_stage_with_its_command_when_there_is_no_gp
     assert [command[0] for command in ran] == ["denoise"] * 4  # the CPU stages ran, each resumed
     assert all(command[-1] == "--resume" for command in ran)
     assert "needs a GPU" in str(stopped.value) and "stage5.keras" in str(stopped.value)
+
+
+def test_train_skips_finished_gpu_stages_and_names_a_missing_starting_model(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(natural_images.subprocess, "call", lambda command, **_: ran.append(command) or 0)
+    monkeypatch.setattr(natural_images, "_jax_has_gpu", lambda: True)
+    run = tmp_path / "weights" / "gray.keras.run"
+    run.mkdir(parents=True)
+    gpu_log(run / "stage5.keras.json", steps=3000, last_step=3000)
+    gpu_log(run / "stage6.keras.json", steps=3000, last_step=3000)
+    natural_images.train("gray", tmp_path / "data", tmp_path / "weights")
+    assert len(ran) == 4  # the CPU stages (resumed); both GPU stages had finished
+
+    (run / "stage6.keras.json").unlink()  # stage 6 to run again, but stage 5's model is not here
+    with pytest.raises(SystemExit) as stopped:
+        natural_images.train("gray", tmp_path / "data", tmp_path / "weights")
+    assert "stage5.keras, which is missing" in str(stopped.value)
+    (run / "stage5.keras").write_bytes(b"model")
+    natural_images.train("gray", tmp_path / "data", tmp_path / "weights")
+    assert ran[-1][1:3] == [str(natural_images.ROOT / natural_images.GPU_SCRIPT), str(run / "stage5.keras")]

@@ -318,6 +318,9 @@ def train(name: str, datasets: Path, weights: Path) -> None:
         elif not _jax_has_gpu():
             sys.exit(f"{name}: the next stage needs a GPU that JAX can use (pip install 'jax[cuda12]'): "
                      f"{shlex.join(command)}")
+        elif not Path(command[2]).exists():
+            sys.exit(f"{name}: the next stage starts from {command[2]}, which is missing: rerun the stage "
+                     f"that writes it, or start from the shipped model: {shlex.join(command)}")
         else:
             code = subprocess.call([sys.executable, str(ROOT / GPU_SCRIPT), *command[2:]])
         if code:
@@ -325,9 +328,10 @@ def train(name: str, datasets: Path, weights: Path) -> None:
 
 
 def gpu_stage_finished(output: Path) -> bool:
-    """Whether a GPU stage wrote its model and a log whose last validation is its last step."""
+    """Whether a GPU stage's log reached its last step. Its model file is not committed (the
+    shipped weights are the last stage's copy), so a fresh clone has the log alone."""
     log = Path(f"{output}.json")
-    if not output.exists() or not log.exists():
+    if not log.exists():
         return False
     record = json.loads(log.read_text())
     return bool(record["history"]) and record["history"][-1]["step"] == record["steps"]
