@@ -169,7 +169,7 @@ def _stage_of(source: Path, outputs: list[Path]) -> int:
 
 
 def ship(name: str, datasets: Path, source: Path, weights: Path) -> dict:
-    from denoise import registry, runtime
+    from denoise import models, registry, runtime
 
     runtime.tensorflow()
     import keras
@@ -186,11 +186,13 @@ def ship(name: str, datasets: Path, source: Path, weights: Path) -> dict:
     if spec.get("channelwise"):
         metrics.update(_measure(target, datasets / spec["channelwise"], f"{spec['channelwise']}_channelwise"))
     loaded = registry.load(str(target))
+    model_args = {key: value for key, value in models.unet_args(loaded.model).items()
+                  if key not in ("channels", "noise_level_input") and (key != "repeats" or value > 1)}
     manifest = registry.load_manifest(weights)
     entry = {
         "name": name, "file": target.name, "sha256": registry.sha256_of(target),
         "size_bytes": target.stat().st_size, "architecture": "unet",
-        "model_args": {"filters": 32, "depth": 4, "blocks": 2}, "channels": spec["channels"],
+        "model_args": model_args, "channels": spec["channels"],
         "noise": {"type": "gaussian", "low": 0.0, "high": 75.0, "clip": True},
         "data": " + ".join(dict.fromkeys(command[command.index("--data") + 1] for command in commands)),
         "validation_data": f"../shared/datasets/{spec['validation']} (validation only)",
