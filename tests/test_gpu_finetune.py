@@ -55,7 +55,7 @@ def test_fine_tuning_keeps_the_best_validated_model_and_logs_the_command_that_re
     from denoise import models
 
     write_images(tmp_path / "data", [(48, 48)] * 4, seed=1)
-    write_images(tmp_path / "val", [(32, 32), (40, 40)], seed=2)  # 40 is padded to 48 and cut back
+    write_images(tmp_path / "val", [(32, 32), (42, 42)], seed=2)  # 42 is padded to 44 and cut back
     start = tmp_path / "start.keras"
     models.unet(channels=1, filters=4, depth=2, blocks=1).save(start)
     out = tmp_path / "tuned.keras"

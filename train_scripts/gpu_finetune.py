@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 VALIDATION_SIGMAS = (15, 25, 50)
-SIZE_STEP = 16  # the U-Net's sides must be multiples of 2 ** depth (pixel-unshuffle included); depth 4
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -49,16 +48,16 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--patch-size", type=int, default=256, help="side of the square training patches")
     # 32 patches of 256x256: two million pixels a step keep an H200 busy with a 2.3M-parameter U-Net.
     parser.add_argument("--batch-size", type=int, default=32, help="patches per step")
-        # The CPU stages' warm-restart rate; 32 patches a step average the gradient noise that batch 1 had.
+    # The CPU stages' warm-restart rate; 32 patches a step average the gradient noise that batch 1 had.
     parser.add_argument("--lr", type=float, default=2e-4,
                         help="Adam peak learning rate, after a linear warm-up, cosine-decayed to 1%% of it")
     parser.add_argument("--sigma-max", type=float, default=75.0, help="noise levels are drawn from 0 to this")
     parser.add_argument("--steps", type=int, help="training steps (the cosine schedule spans them)")
     parser.add_argument("--minutes", type=float, help="instead of --steps: as many steps as fit in this time")
-    # A validation pass costs about 40 steps' time: every 2000 steps adds 2 %.
     parser.add_argument("--repeats", type=int,
                         help="first grow the U-Net to this many residual blocks per level, the added ones "
                              "starting as identities (denoise train --repeats)")
+    # A validation pass costs about 40 steps' time: every 2000 steps adds 2 %.
     parser.add_argument("--val-every", type=int, default=2000, help="steps between validations")
     parser.add_argument("--seed", type=int, default=0, help="seed of patches, flips and noise")
     args = parser.parse_args(argv)
@@ -113,12 +112,13 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
     import keras
 
-    import denoise.models  # noqa: F401  registers the custom layers the model file names
+    from denoise import models  # also registers the custom layers the model file names
 
     keras.utils.set_random_seed(args.seed)
     model = keras.saving.load_model(args.model, compile=False)
     if args.repeats:
         model = _grown(model, args.repeats)
+    size_step = 2 ** models.unet_args(model)["depth"]  # pixel-unshuffle and depth - 1 downsamplings
     images = jnp.asarray(load_training(args.data, args.channels, args.downscale, args.patch_size))
     validation = load_validation(args.val_data, args.channels)
     print(f"training on {images.shape[0]} images of {images.shape[1]}x{images.shape[2]}, "
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
             state, loss = step(state, images, jax.random.fold_in(key, index))
             losses.append(loss)
         if index % args.val_every == 0 or index == steps:
-            scores = _validate(predict, state[:2], validation)
+            scores = _validate(predict, state[:2], validation, size_step)
             mean = float(np.mean(list(scores.values())))
             history.append({"step": index, "loss": float(np.mean(jax.device_get(losses))) if losses else None,
                             "minutes": round((time.time() - start) / 60, 2),
@@ -228,8 +228,9 @@ def _steps_that_fit(args, model, images, trainable, non_trainable) -> int:
     return steps
 
 
-def _validate(predict, weights, validation) -> dict[int, float]:
-    """Mean PSNR (uint8 output, peak 255) per validation sigma, told the true sigma."""
+def _validate(predict, weights, validation, size_step: int) -> dict[int, float]:
+    """Mean PSNR (uint8 output, peak 255) per validation sigma, told the true sigma; each image
+    mirror-padded to a multiple of ``size_step`` and cut back, as the pipeline does."""
     from denoise.evaluate import psnr
 
     scores = {}
@@ -237,7 +238,7 @@ def _validate(predict, weights, validation) -> dict[int, float]:
         values = []
         for clean, noisy in validation:
             height, width = clean.shape[:2]
-            padded = np.pad(noisy[sigma], ((0, -height % SIZE_STEP), (0, -width % SIZE_STEP), (0, 0)), mode="reflect")
+            padded = np.pad(noisy[sigma], ((0, -height % size_step), (0, -width % size_step), (0, 0)), mode="reflect")
             output = predict(weights, padded[None].astype(np.float32) / 255.0, np.array([[sigma / 255.0]], np.float32))
             output = np.asarray(output[0])[:height, :width]
             values.append(psnr(clean, np.clip(np.round(output * 255.0), 0, 255).astype(np.uint8)))
