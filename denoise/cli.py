@@ -310,8 +310,8 @@ def models(as_json):
 @click.pass_context
 def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks, repeats, latent_dim, noise, level, clip,
           augment, patch_size, downscale, epochs, steps_per_epoch, batch_size, loss, learning_rate, schedule, warmup,
-          early_stopping,
-          reduce_lr_on_plateau, val_sigma, val_count, seed, logdir, strategy, device, name, resume, init_from, out):
+          early_stopping, reduce_lr_on_plateau, val_sigma, val_count, seed, logdir, strategy, device, name, resume,
+          init_from, out):
     """Train a denoising autoencoder on clean images with noise added on the fly.
 
     Each epoch writes OUT.run/checkpoint.keras; Ctrl-C saves it too, and --resume continues.

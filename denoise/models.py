@@ -179,7 +179,7 @@ def unet_args(model: keras.Model) -> dict:
     }
 
 
-def grow_from(source: keras.Model, target: keras.Model, blocks: int) -> list[str]:
+def grow_from(source: keras.Model, target: keras.Model) -> list[str]:
     """Give ``target`` the weights of ``source``, a unet like it with fewer ``repeats``, and start
     each residual block that ``source`` lacks as an identity: its last convolution is zeroed, so
     the block adds nothing to its (non-negative, post-ReLU) input and ``target`` computes what
@@ -196,8 +196,9 @@ def grow_from(source: keras.Model, target: keras.Model, blocks: int) -> list[str
     known = {layer.name for layer in source.layers}
     added = sorted({layer.name.rsplit("_conv", 1)[0] for layer in target.layers
                     if layer.name not in known and "_conv" in layer.name})
+    last = unet_args(target)["blocks"] - 1
     for block in added:
-        for weight in layers_of_target[f"{block}_conv{blocks - 1}"].weights:
+        for weight in layers_of_target[f"{block}_conv{last}"].weights:
             weight.assign(ops.zeros(weight.shape, weight.dtype))
     return added
 

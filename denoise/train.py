@@ -237,8 +237,7 @@ def _new_model(options: TrainOptions, patch: int, images: int):
         model_args.setdefault("size", patch)
     model = models.build(options.arch, channels=options.data.channels, **model_args)
     if options.init_from:
-        _copy_weights(keras.saving.load_model(options.init_from, compile=False), model, options.init_from,
-                      model_args.get("blocks", 2))
+        _copy_weights(keras.saving.load_model(options.init_from, compile=False), model, options.init_from)
     model.compile(
         optimizer=keras.optimizers.Adam(_learning_rate(options, _steps(options, images))),
         loss=_loss(options.loss),
@@ -247,7 +246,7 @@ def _new_model(options: TrainOptions, patch: int, images: int):
     return model
 
 
-def _copy_weights(source, target, name: str, blocks: int) -> None:
+def _copy_weights(source, target, name: str) -> None:
     """Give ``target`` the weights of ``source``: the same architecture, or a unet with fewer
     --repeats, whose missing blocks then start as identities (models.grow_from)."""
     from denoise import models
@@ -257,7 +256,7 @@ def _copy_weights(source, target, name: str, blocks: int) -> None:
         target.set_weights(source.get_weights())
         return
     try:
-        models.grow_from(source, target, blocks)
+        models.grow_from(source, target)
     except ValueError:
         raise ValueError(f"--init-from {name}: its layers do not match --arch {target.name} with these "
                          "--channels/--filters/--depth/--blocks, nor does it have fewer --repeats") from None

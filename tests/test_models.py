@@ -82,7 +82,7 @@ def test_a_unet_with_more_repeats_grows_from_one_with_fewer_and_computes_the_sam
     small = models.unet(channels=1, filters=4, depth=3, blocks=2)
     deeper = models.unet(channels=1, filters=4, depth=3, blocks=2, repeats=3)
     assert deeper.count_params() > small.count_params()
-    added = models.grow_from(small, deeper, blocks=2)
+    added = models.grow_from(small, deeper)
     assert added == ["bottleneck_1", "bottleneck_2", "down0_1", "down0_2", "down1_1", "down1_2",
                      "up0_1", "up0_2", "up1_1", "up1_2"]
     sigma = np.array([[0.1], [0.3]], "float32")
@@ -93,5 +93,5 @@ def test_a_unet_with_more_repeats_grows_from_one_with_fewer_and_computes_the_sam
     assert models.unet_args(models.unet(channels=3, filters=8, depth=1, blocks=3, noise_level_input=False)) == dict(
         channels=3, filters=8, depth=1, blocks=3, noise_level_input=False, repeats=1)
     with pytest.raises(ValueError, match="cannot grow"):
-        models.grow_from(models.unet(channels=1, filters=8, depth=3), deeper, blocks=2)
+        models.grow_from(models.unet(channels=1, filters=8, depth=3), deeper)
 

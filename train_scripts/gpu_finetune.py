@@ -170,7 +170,7 @@ def _grown(model, repeats: int):
     if repeats == built_with["repeats"]:
         return model
     grown = models.unet(**{**built_with, "repeats": repeats})
-    models.grow_from(model, grown, built_with["blocks"])
+    models.grow_from(model, grown)
     return grown
 
 
