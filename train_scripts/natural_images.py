@@ -13,10 +13,10 @@ half the learning rate, color on its photos shrunk by 2; color's stage 4 repeats
 run train_scripts/gpu_finetune.py under JAX, each from the stage before's best model; on a
 machine without a GPU, train stops there and prints the command. The run folders (checkpoint
 with optimizer, state, history; a GPU stage's log) are committed, so training continues on any
-machine. `ship` copies the best model of the
-latest stage (or --source) into weights/ without its optimizer, measures it by the protocol
-(Set12 for gray, McMaster18 for color; sigma 15, 25, 50, with the true sigma and with
---sigma auto) and writes its manifest entry, then re-measures every mean the model is part of.
+machine. `ship` copies the best model of the latest stage (or --source) into weights/ without
+its optimizer, measures it by the protocol (Set12 for gray, McMaster18 for color; sigma 15, 25,
+50, with the true sigma and with --sigma auto) and writes its manifest entry, then re-measures
+every mean the model is part of.
 Validation sets are only ever used for validation.
 
 `color+gray`, the colour default, is the mean of color and gray run channel by channel, built at
