@@ -86,6 +86,34 @@ def test_gpu_stages_follow_the_cpu_stages_each_from_the_best_model_before():
     assert natural_images.stage_outputs(Path("w/gray.keras"), "gray")[-1] == Path("w/gray.keras.run/stage6.keras")
 
 
+def test_gray_large_repeats_grays_stages_then_grows_its_last_model():
+    gray = natural_images.train_commands("gray", Path("data"), Path("weights/gray.keras"))
+    large = natural_images.train_commands("gray-large", Path("data"), Path("weights/gray-large.keras"))
+    assert large[:-1] == gray  # one command rebuilds it from scratch
+    grow = large[-1]
+    assert grow[:3] == ["python", natural_images.GPU_SCRIPT, "weights/gray.keras.run/stage6.keras"]
+    assert grow[grow.index("--repeats") + 1] == "2"
+    assert grow[grow.index("--out") + 1] == "weights/gray-large.keras.run/stage1.keras"
+    assert natural_images.stage_outputs(Path("w/gray-large.keras"), "gray-large")[-2:] == [
+        Path("w/gray.keras.run/stage6.keras"), Path("w/gray-large.keras.run/stage1.keras")]
+
+
+def test_grey_images_go_to_the_grey_model_that_measures_best_on_set12():
+    models = [*entries(color_psnr=30.89, gray_channelwise_psnr=31.09),
+              {"name": "gray-large", "default_for": [],
+               "metrics": {"set12_psnr_sigma25": 30.20, "mcmaster18_channelwise_psnr_sigma25": 31.16}},
+              {"name": "color+gray", "members": ["color", "gray"], "default_for": [],
+               "metrics": {"mcmaster18_psnr_sigma25": 31.74}}]
+    models[1]["metrics"]["set12_psnr_sigma25"] = 30.11
+    natural_images._assign_defaults(models)
+    assert [model["default_for"] for model in models] == [[], [], [], ["gray"], ["color"]]
+    assert "note" not in models[3]  # a grey model is never told it is not the colour default
+
+    models[3]["metrics"]["set12_psnr_sigma25"] = 30.0
+    natural_images._assign_defaults(models)
+    assert [model["default_for"] for model in models] == [[], ["gray"], [], [], ["color"]]
+
+
 def gpu_log(path: Path, steps: int, last_step: int) -> None:
     history = [{"step": step, "psnr_sigma25": 30.0 + step / 1000} for step in range(0, last_step + 1, 1000)]
     path.write_text(json.dumps({"steps": steps, "best_step": last_step, "minutes": 2.5, "device": "GPU",
