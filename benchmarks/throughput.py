@@ -5,14 +5,15 @@ Cases (the images are made at run time into --workdir, never shipped):
   b  200 noisy 512x512 colour JPEGs (BSDS photos upscaled to 512 on the short side, centre crop,
      + noise, JPEG quality 95)
   c  one noisy 6000x4000 colour JPEG (a BSDS photo upscaled, + noise, JPEG quality 95)
+  d  one noisy 4000x3000 grey PNG (the same photo as grey, upscaled, + noise): a grey scan
 
 For each case:
   floor    benchmarks/floor.py: the same files decoded and re-encoded with the same code
            (denoise.io, Pillow), formats and worker threads, no model
   denoise  `denoise run IN OUT --model M --sigma S` in a subprocess: wall time, CPU time,
            peak RSS (os.wait4 of the child), and the pipeline time from its --report
-  bm3d     (b, c) CBM3D on a sample, decode + denoise + JPEG encode, in seconds per megapixel,
-           measured in the same run (a 512x512 crop of (c): BM3D's cost per pixel does not
+  bm3d     (b, c, d) CBM3D (d: BM3D) on a sample, decode + denoise + JPEG encode, in seconds per megapixel,
+           measured in the same run (a 512x512 crop of (c) and (d): BM3D's cost per pixel does not
            depend on the image size, and the whole photo would take over an hour)
   profile  (--profile) the same `denoise run` under benchmarks/profile_run.py: time per stage
   seams    (c) a 1536x1536 crop denoised with the default 512 tiles and as one tile: the
@@ -45,6 +46,7 @@ CASES = {
     "a": "10,000 noisy 28x28 grey PNGs",
     "b": "200 noisy 512x512 colour JPEGs",
     "c": "one noisy 6000x4000 colour JPEG",
+    "d": "one noisy 4000x3000 grey PNG",
 }
 
 
@@ -100,21 +102,22 @@ def make_medium(datasets: Path, folder: Path, count: int, size: int, sigma: floa
     return folder
 
 
-def make_large(datasets: Path, folder: Path, width: int, height: int, sigma: float) -> Path:
-    stamp = {"case": "c", "width": width, "height": height, "sigma": sigma}
+def make_large(datasets: Path, folder: Path, width: int, height: int, sigma: float, grey: bool = False) -> Path:
+    """One photo upscaled to width x height, noised by the protocol: a colour JPEG, or a grey PNG."""
+    stamp = {"case": "d" if grey else "c", "width": width, "height": height, "sigma": sigma}
     if _ready(folder, stamp):
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     source = next(path for path in _photos(datasets) if Image.open(path).width > Image.open(path).height)
     with Image.open(source) as photo:
-        clean = np.asarray(photo.convert("RGB").resize((width, height), Image.BICUBIC))
-    name = f"large_{source.stem}_{width}x{height}.jpg"
+        clean = np.asarray(photo.convert("L" if grey else "RGB").resize((width, height), Image.BICUBIC))
+    name = f"large_{source.stem}_{width}x{height}.{'png' if grey else 'jpg'}"
     spec = common.parse_noise(f"{sigma:g}")
     noisy = np.empty_like(clean)
     for top in range(0, height, 500):  # in strips: bounded memory for the float noise
         noisy[top : top + 500] = common.noisy_copy(clean[top : top + 500], f"{name}:{top}", spec)
-    Image.fromarray(noisy).save(folder / name, quality=95, subsampling=0)
+    Image.fromarray(noisy).save(folder / name, **({} if grey else {"quality": 95, "subsampling": 0}))
     _stamp(folder, {**stamp, "source": source.name})
     return folder
 
@@ -242,7 +245,7 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default=str(common.REPO.parent / "shared" / "datasets"))
     parser.add_argument("--workdir", default=None, help="Where the generated inputs and outputs go "
                         "(default: a temporary folder; give one to reuse the inputs between runs).")
-    parser.add_argument("--cases", default="a,b,c", help="Comma list of a, b, c.")
+    parser.add_argument("--cases", default="a,b,c,d", help="Comma list of a, b, c, d.")
     parser.add_argument("--model", default="auto", help="Registry name or .keras path given to `denoise run` (default auto).")
     parser.add_argument("--color-model", default=None, help="Model for the colour cases b and c (default: --model).")
     parser.add_argument("--sigma", default="25", help="--sigma for `denoise run` and BM3D's sigma (default 25).")
@@ -250,10 +253,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="Floor threads (default: the pipeline's own).")
     parser.add_argument("--small-count", type=int, default=10_000)
     parser.add_argument("--medium-count", type=int, default=200)
-    parser.add_argument("--large-size", default="6000x4000")
+    parser.add_argument("--large-size", default="6000x4000", help="(c) the colour photo's size.")
+    parser.add_argument("--grey-size", default="4000x3000", help="(d) the grey photo's size.")
     parser.add_argument("--repeats", type=int, default=1, help="Runs of floor and model each (the best is kept).")
     parser.add_argument("--bm3d-images", type=int, default=1, help="(b) images CBM3D runs on (0: none).")
-    parser.add_argument("--bm3d-crop", type=int, default=512, help="(c) side of the crop CBM3D runs on (0: none).")
+    parser.add_argument("--bm3d-crop", type=int, default=512, help="(c, d) side of the crop (C)BM3D runs on (0: none).")
     parser.add_argument("--profile", action="store_true", help="Also run each case under profile_run.py.")
     parser.add_argument("--profile-only", action="store_true",
                         help="Only the profiled run of each case (no floor, plain run, BM3D or seam check).")
@@ -275,6 +279,7 @@ def main(argv=None) -> int:
     for key, name in (("grey", args.model), ("colour", args.color_model or args.model)):
         models[key] = common.resolve_models([name], workdir)[0] if name != "auto" else {"name": "auto", "arg": "auto"}
     width, height = (int(value) for value in args.large_size.lower().split("x"))
+    grey_width, grey_height = (int(value) for value in args.grey_size.lower().split("x"))
     sigma = float(args.sigma) if args.sigma != "auto" else 25.0
 
     results = common.load_json(Path(args.out))
@@ -292,16 +297,19 @@ def main(argv=None) -> int:
             folder = make_small(datasets, workdir / "inputs" / "small", args.small_count, sigma)
         elif case == "b":
             folder = make_medium(datasets, workdir / "inputs" / "medium", args.medium_count, 512, sigma)
-        else:
+        elif case == "c":
             folder = make_large(datasets, workdir / "inputs" / "large", width, height, sigma)
-        model = models["grey" if case == "a" else "colour"]
+        else:
+            folder = make_large(datasets, workdir / "inputs" / "large-grey", grey_width, grey_height, sigma, grey=True)
+        grey = case in ("a", "d")
+        model = models["grey" if grey else "colour"]
         images, megapixels = count_pixels(folder)
         row = {"case": case, "what": CASES[case], "images": images, "megapixels": round(megapixels, 3),
                "model": model["name"], "sigma": args.sigma, "device": args.device}
         if model["name"] == "auto":  # which model auto picked for these images
             from denoise import registry
 
-            row["serves"] = registry.default_name(1 if case == "a" else 3)
+            row["serves"] = registry.default_name(1 if grey else 3)
         if args.profile_only:
             print("  profile run ...", file=sys.stderr)
             profile = workdir / f"profile-{case}.json"
@@ -331,19 +339,19 @@ def main(argv=None) -> int:
         row["ratio_to_floor"] = round(run["wall_s"] / floor["wall_s"], 2)
         row["ratio_to_floor_cpu"] = round(run["cpu_s"] / max(floor["cpu_s"], 1e-9), 2)
         row["ratio_to_floor_excluding_startup"] = round(run["pipeline_s"] / max(floor["inner_s"], 1e-9), 2)
-        if case in ("b", "c"):
+        if case in ("b", "c", "d"):
             if case == "b" and args.bm3d_images:
                 paths = sorted(p for p in folder.iterdir() if not p.name.startswith("."))[: args.bm3d_images]
                 arrays = [np.asarray(Image.open(path).convert("RGB")) for path in paths]
-            elif case == "c" and args.bm3d_crop:
+            elif case in ("c", "d") and args.bm3d_crop:
                 with Image.open(next(p for p in folder.iterdir() if not p.name.startswith("."))) as image:
                     side = args.bm3d_crop
                     left, top = (image.width - side) // 2, (image.height - side) // 2
-                    arrays = [np.asarray(image.convert("RGB").crop((left, top, left + side, top + side)))]
+                    arrays = [np.asarray(image.convert("L" if grey else "RGB").crop((left, top, left + side, top + side)))]
             else:
                 arrays = []
             if arrays:
-                print(f"  CBM3D on {len(arrays)} image(s) of {arrays[0].shape[1]}x{arrays[0].shape[0]} ...", file=sys.stderr)
+                print(f"  {'BM3D' if grey else 'CBM3D'} on {len(arrays)} image(s) of {arrays[0].shape[1]}x{arrays[0].shape[0]} ...", file=sys.stderr)
                 row["bm3d"] = bm3d_per_megapixel(arrays, sigma)
                 row["faster_than_bm3d"] = round(row["bm3d"]["s_per_mp"] / row["denoise"]["s_per_mp"], 1)
                 row["faster_than_bm3d_cpu"] = round(row["bm3d"]["cpu_s_per_mp"] / (run["cpu_s"] / megapixels), 1)
