@@ -100,7 +100,8 @@ def throughput_table(throughput: dict) -> list[str]:
         floor, run = row["floor"], row["denoise"]
         bm3d = row.get("bm3d")
         lines.append("| " + " | ".join([
-            f"({row['case']}) {row['what']}", f"`{row['model']}`" + (f" (`{row['serves']}`)" if row.get("serves") else ""), f"{row['images']:,}", f"{row['megapixels']:.1f}",
+            f"({row['case']}) {row['what']}", f"`{row['model']}`" + (f" (`{row['serves']}`)" if row.get("serves") else "")
+            + (", `--precision bfloat16`" if row.get("precision") == "bfloat16" else ""), f"{row['images']:,}", f"{row['megapixels']:.1f}",
             f"{floor['images_per_s']:.1f}", f"{floor['megapixels_per_s']:.2f}", f"{run['images_per_s']:.2f}",
             f"{run['megapixels_per_s']:.3f}", f"{row['ratio_to_floor']:.1f}", f"{row['ratio_to_floor_cpu']:.1f}",
             f"{row['ratio_to_floor_excluding_startup']:.1f}", f"{run['peak_rss_mib']:.0f} MiB",

@@ -250,6 +250,8 @@ def main(argv=None) -> int:
     parser.add_argument("--color-model", default=None, help="Model for the colour cases b and c (default: --model).")
     parser.add_argument("--sigma", default="25", help="--sigma for `denoise run` and BM3D's sigma (default 25).")
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="`denoise run --precision`: the arithmetic of the network's convolutions.")
     parser.add_argument("--workers", type=int, default=None, help="Floor threads (default: the pipeline's own).")
     parser.add_argument("--small-count", type=int, default=10_000)
     parser.add_argument("--medium-count", type=int, default=200)
@@ -305,7 +307,9 @@ def main(argv=None) -> int:
         model = models["grey" if grey else "colour"]
         images, megapixels = count_pixels(folder)
         row = {"case": case, "what": CASES[case], "images": images, "megapixels": round(megapixels, 3),
-               "model": model["name"], "sigma": args.sigma, "device": args.device}
+               "model": model["name"], "sigma": args.sigma, "device": args.device, "precision": args.precision}
+        key = f"{case}/{model['name']}/{args.device}" + ("/bfloat16" if args.precision == "bfloat16" else "")
+        extra = ["--precision", args.precision]
         if model["name"] == "auto":  # which model auto picked for these images
             from denoise import registry
 
@@ -314,9 +318,9 @@ def main(argv=None) -> int:
             print("  profile run ...", file=sys.stderr)
             profile = workdir / f"profile-{case}.json"
             row["profile_run"] = run_denoise(folder, workdir / "out" / f"profile-{case}", model["arg"], args.sigma,
-                                             args.device, [], profile=profile)
+                                             args.device, extra, profile=profile)
             row["profile"] = json.loads(profile.read_text())
-            cases[f"{case}/{model['name']}/{args.device}"] = row
+            cases[key] = row
             results["invocations"][-1].update(finished=common.now(), load_end=common.load())
             common.save_json(Path(args.out), results)
             print(json.dumps(row["profile"]["stages"], indent=1))
@@ -325,7 +329,7 @@ def main(argv=None) -> int:
         for repeat in range(args.repeats):
             floors.append(run_floor(folder, workdir / "out" / f"floor-{case}", args.workers))
             print(f"  floor   {floors[-1]['wall_s']:8.2f} s  rss {floors[-1]['peak_rss_mib']:7.0f} MiB  load {floors[-1]['load_after']}", file=sys.stderr)
-            runs.append(run_denoise(folder, workdir / "out" / f"denoise-{case}", model["arg"], args.sigma, args.device, []))
+            runs.append(run_denoise(folder, workdir / "out" / f"denoise-{case}", model["arg"], args.sigma, args.device, extra))
             print(f"  denoise {runs[-1]['wall_s']:8.2f} s  rss {runs[-1]['peak_rss_mib']:7.0f} MiB  load {runs[-1]['load_after']}", file=sys.stderr)
         floor = min(floors, key=lambda item: item["wall_s"])
         run = min(runs, key=lambda item: item["wall_s"])
@@ -363,9 +367,9 @@ def main(argv=None) -> int:
             print("  profile run ...", file=sys.stderr)
             profile = workdir / f"profile-{case}.json"
             row["profile_run"] = run_denoise(folder, workdir / "out" / f"profile-{case}", model["arg"], args.sigma,
-                                             args.device, [], profile=profile)
+                                             args.device, extra, profile=profile)
             row["profile"] = json.loads(profile.read_text())
-        cases[f"{case}/{model['name']}/{args.device}"] = row
+        cases[key] = row
         results["invocations"][-1].update(finished=common.now(), load_end=common.load())
         common.save_json(Path(args.out), results)  # after every case: a long run keeps what it measured
         print(render([row]))

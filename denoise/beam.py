@@ -68,6 +68,7 @@ class BeamOptions:
     batch_size: int = 8
     device: str = "auto"
     ensemble: bool = False  # as RunOptions.ensemble
+    precision: str = "float32"  # as RunOptions.precision
     overwrite: bool = False
     dead_letter: str | None = None  # default: OUTPUT_PREFIX.dead-letter.jsonl
     beam_args: tuple[str, ...] = ()
@@ -273,10 +274,10 @@ class DenoiseModelHandler(ModelHandler):
     """
 
     def __init__(self, model: str = "auto", sigma: str = "auto", tile: int = 512, batch_size: int = 8,
-                 device: str = "auto", ensemble: bool = False):
+                 device: str = "auto", ensemble: bool = False, precision: str = "float32"):
         super().__init__()
         self.model, self.sigma, self.tile, self.batch_size, self.device = model, sigma, tile, batch_size, device
-        self.ensemble = ensemble
+        self.ensemble, self.precision = ensemble, precision
 
     def load_model(self):
         from denoise import pipeline, runtime
@@ -284,7 +285,7 @@ class DenoiseModelHandler(ModelHandler):
         runtime.tensorflow(self.device)
         options = pipeline.RunOptions(inputs=(), output=Path("."), model=local_model(self.model), sigma=self.sigma,
                                       tile=self.tile, batch_size=self.batch_size, device=self.device,
-                                      ensemble=self.ensemble)
+                                      ensemble=self.ensemble, precision=self.precision)
         runner = pipeline.Runner(options, warn=log.warning)
         # Load now (both defaults under auto): a missing or corrupt model fails the job at once,
         # not every file one by one.
@@ -376,7 +377,8 @@ def build(pipeline: beam.Pipeline, options: BeamOptions):
     """Add the denoising steps to ``pipeline``; return the dead-letter PCollection (JSON lines)."""
     _, glob = split_pattern(options.input_pattern)
     handler = KeyedModelHandler(DenoiseModelHandler(options.model, options.sigma, options.tile,
-                                                    options.batch_size, options.device, options.ensemble))
+                                                    options.batch_size, options.device, options.ensemble,
+                                                    options.precision))
     planned = (
         pipeline
         | "Match" >> fileio.MatchFiles(glob)

@@ -69,6 +69,11 @@ def _sigma_option(value: str) -> str:
 
 ENSEMBLE_HELP = ("Average the model over the 8 flips and quarter turns of each tile: about 0.15 dB better, "
                  "8 times the model time.")
+PRECISION = click.option(
+    "--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+    help="Arithmetic of the network's inner convolutions. bfloat16 runs the model 1.75x as fast on CPUs with "
+         "AVX512-BF16 or AMX (0.003-0.05 dB lower PSNR) and far slower on CPUs without them; the image and the "
+         "output stay float32.")
 
 
 @main.command()
@@ -88,14 +93,15 @@ ENSEMBLE_HELP = ("Average the model over the 8 flips and quarter turns of each t
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="auto uses a GPU when TensorFlow sees one.")
 @click.option("--ensemble", is_flag=True, help=ENSEMBLE_HELP)
+@PRECISION
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them, so a rerun resumes).")
 @click.option("--dry-run", is_flag=True, help="List what would be done and exit.")
 @click.option("--report", type=click.Path(path_type=Path),
               help="Write a JSON report to this path: the summary, and each file's status, reason, seconds, sigma "
                    "and model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, ensemble, overwrite, dry_run, report,
-        quiet):
+def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, ensemble, precision, overwrite, dry_run,
+        report, quiet):
     """Denoise images: INPUT... (files or folders) into the OUTPUT folder.
 
     The output tree mirrors the inputs, with the same file names, format, bit depth, alpha
@@ -110,7 +116,8 @@ def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, 
     options = RunOptions(
         inputs=tuple(paths[:-1]), output=paths[-1], model=model, sigma=sigma, recursive=recursive,
         format=fmt, quality=quality, tile=tile, batch_size=batch_size, device=device, ensemble=ensemble,
-        overwrite=overwrite, dry_run=dry_run, report=report, progress=not quiet and sys.stderr.isatty(),
+        precision=precision, overwrite=overwrite, dry_run=dry_run, report=report,
+        progress=not quiet and sys.stderr.isatty(),
     )
     try:
         summary = run_batch(options)
@@ -135,10 +142,11 @@ def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, 
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="Device on each worker; auto uses a GPU when TensorFlow sees one.")
 @click.option("--ensemble", is_flag=True, help=ENSEMBLE_HELP)
+@PRECISION
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")
 @click.option("--dead-letter", help="JSON-lines file of the files that failed (default OUTPUT_PREFIX.dead-letter.jsonl).")
 def beam(input_pattern, output_prefix, beam_args, model, sigma, fmt, quality, tile, batch_size, device, ensemble,
-         overwrite, dead_letter):
+         precision, overwrite, dead_letter):
     """Denoise INPUT_PATTERN (a folder, or a glob such as gs://b/in/**/*.png) into OUTPUT_PREFIX
     with an Apache Beam pipeline; runner options (--runner, --project, ...) follow the two paths.
 
@@ -160,8 +168,8 @@ def beam(input_pattern, output_prefix, beam_args, model, sigma, fmt, quality, ti
 
     options = beam_job.BeamOptions(
         input_pattern=input_pattern, output_prefix=output_prefix, model=model, sigma=sigma, format=fmt,
-        quality=quality, tile=tile, batch_size=batch_size, device=device, ensemble=ensemble, overwrite=overwrite,
-        dead_letter=dead_letter, beam_args=tuple(beam_args),
+        quality=quality, tile=tile, batch_size=batch_size, device=device, ensemble=ensemble, precision=precision,
+        overwrite=overwrite, dead_letter=dead_letter, beam_args=tuple(beam_args),
     )
     try:
         summary = beam_job.run(options)
@@ -383,10 +391,11 @@ def _command_line(ctx: click.Context, skip: tuple[str, ...] = ()) -> str:
               help="The sigma the model is told: auto (estimated per image) or a number.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (each image derives its own from its name).")
 @click.option("--ensemble", is_flag=True, help=ENSEMBLE_HELP)
+@PRECISION
 @click.option("--denoised", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Score outputs made elsewhere (same relative names) instead of running a model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def evaluate(clean, noise, level, model, model_sigma, seed, ensemble, denoised, as_json):
+def evaluate(clean, noise, level, model, model_sigma, seed, ensemble, precision, denoised, as_json):
     """Add noise to CLEAN images by the benchmark protocol, denoise, and print PSNR / SSIM.
 
     Noisy inputs are rounded to 8 bits and saved as PNG before denoising, exactly as the
@@ -400,7 +409,7 @@ def evaluate(clean, noise, level, model, model_sigma, seed, ensemble, denoised, 
 
     runtime.tensorflow()
     options = EvalOptions(clean=tuple(clean), noise=NoiseSpec.parse(noise, level), model=model,
-                          sigma=model_sigma, seed=seed, ensemble=ensemble, denoised=denoised)
+                          sigma=model_sigma, seed=seed, ensemble=ensemble, precision=precision, denoised=denoised)
     try:
         results = run_evaluation(options)
     except (UsageError, WeightsError, ValueError) as error:

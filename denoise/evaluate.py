@@ -26,6 +26,7 @@ class EvalOptions:
     sigma: str = "auto"  # what the denoiser is told: auto, or a number
     seed: int = 0
     ensemble: bool = False  # the 8-fold geometric self-ensemble (RunOptions.ensemble)
+    precision: str = "float32"  # RunOptions.precision
     denoised: Path | None = None  # score these outputs instead of running the model
     tile: int = 512
     batch_size: int = 8
@@ -85,6 +86,7 @@ def evaluate(options: EvalOptions) -> dict:
             run_batch(RunOptions(
                 inputs=(noisy_dir,), output=denoised_dir, model=options.model, sigma=options.sigma,
                 tile=options.tile, batch_size=options.batch_size, ensemble=options.ensemble,
+                precision=options.precision,
             ))
         rows = [_score(path, relative, noisy_dir, denoised_dir) for path, relative in files]
     return {"noise": options.noise.describe(), "seed": options.seed, "images": rows, "mean": _means(rows)}

@@ -232,6 +232,47 @@ def mean_of(members: list[keras.Model], channels: int = 3) -> keras.Model:
     return keras.Model([image, sigma], mean, name="mean_of")
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def computing_in(model: keras.Model, precision: str) -> keras.Model:
+    """``model`` with its inner convolutions computed in ``precision``, for inference.
+
+    ``bfloat16`` runs every (transposed) convolution in bfloat16 with float32 weights, except
+    the first and the last of each network: bfloat16 keeps 8 bits of mantissa, so it would
+    round a bright input pixel by up to a grey level before the network sees it, and the
+    predicted noise likewise. Every other layer stays float32 too. The inner convolutions are
+    nearly all the work: the model runs 1.75 times as fast on a CPU with AVX512-BF16 (or AMX),
+    far slower on one without.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "float32":
+        return model
+    inner = set()
+    for network in _networks(model):
+        convolutions = [layer for layer in network.layers if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose))]
+        inner.update(id(layer) for layer in convolutions[1:-1])
+
+    def clone(layer):
+        config = layer.get_config()
+        if id(layer) in inner:
+            config["dtype"] = f"mixed_{precision}"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _networks(model: keras.Model):
+    """``model`` and every model nested in it."""
+    yield model
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _networks(layer)
+
+
 ARCHITECTURES = {
     "dense": dense_autoencoder,
     "conv": conv_autoencoder,

@@ -51,6 +51,7 @@ class RunOptions:
     batch_size: int = 8
     device: str = "auto"
     ensemble: bool = False  # average the model over the 8 flips and quarter turns of each tile
+    precision: str = "float32"  # the convolutions' arithmetic: float32 or bfloat16 (models.computing_in)
     overwrite: bool = False
     dry_run: bool = False
     report: Path | None = None
@@ -89,6 +90,8 @@ def check_paths(options: RunOptions) -> None:
             raise UsageError(f"{options.output}: the output must be a folder, not a file")
     if output.exists() and not output.is_dir():
         raise UsageError(f"{options.output}: the output must be a folder, not a file")
+    if options.precision not in ("float32", "bfloat16"):
+        raise UsageError(f"--precision {options.precision}: choose float32 or bfloat16")
 
 
 def plan(options: RunOptions) -> Iterator[Job]:
@@ -364,7 +367,9 @@ class Runner:
         import tensorflow as tf
 
         if loaded.name not in self.functions:
-            model = loaded.model
+            from denoise import models
+
+            model = models.computing_in(loaded.model, self.options.precision)
             height = loaded.tile_size
             image_spec = tf.TensorSpec([None, height, height, loaded.channels], tf.float32)
             sigma_spec = tf.TensorSpec([None, 1], tf.float32)

@@ -32,16 +32,18 @@ def make_inputs(folder):
     (folder / "notes.txt").write_text("not an image: never matched")
 
 
-def test_beam_writes_what_run_writes(tmp_path, tiny_models):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_beam_writes_what_run_writes(tmp_path, tiny_models, precision):
     # The tiny U-Net: a noise-level input, so the sigma estimate matters too, and colour images
     # go through this grey model channel by channel. --tile 64 tiles wide.tif.
     model = tiny_models["unet-gray"]
     make_inputs(tmp_path / "in")
     before = tree_digest(tmp_path / "in")
-    ran = invoke("run", tmp_path / "in", tmp_path / "run", "--model", model, "--tile", 64, "-q")
+    ran = invoke("run", tmp_path / "in", tmp_path / "run", "--model", model, "--tile", 64, "-q",
+                 "--precision", precision)
     assert ran.exit_code == 1  # the bad file
     dead_letter = tmp_path / "dead.jsonl"
-    args = ("beam", tmp_path / "in", tmp_path / "beam", "--model", model, "--tile", 64,
+    args = ("beam", tmp_path / "in", tmp_path / "beam", "--model", model, "--tile", 64, "--precision", precision,
             "--dead-letter", dead_letter, "--direct_num_workers", 1)  # a runner option, passed on
     beamed = invoke(*args)
     assert beamed.exit_code == 1, beamed.output

@@ -151,6 +151,20 @@ def test_ensemble_makes_the_result_independent_of_orientation(tmp_path, tiny_mod
     assert differences[False] > 1 and differences[True] <= 1
 
 
+def test_bfloat16_gives_nearly_the_float32_result(tmp_path, tiny_models):
+    save(tmp_path / "in" / "x.png", noisy_array(64, 48, 1))
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        args = ("run", tmp_path / "in", out, "-q", "--sigma", "25", "--model", tiny_models["unet-gray"],
+                "--precision", precision)
+        assert invoke(*args).exit_code == 0
+        results[precision] = np.asarray(Image.open(out / "x.png"), np.int16)
+    assert results["bfloat16"].shape == (64, 48)
+    assert np.abs(results["bfloat16"] - results["float32"]).max() <= 3
+    assert invoke("run", tmp_path / "in", tmp_path / "o", "--precision", "half").exit_code == 2
+
+
 def test_format_conversion_and_quality(tmp_path, registry_dir):
     save(tmp_path / "in" / "x.png", noisy_array(32, 32, 3))
     assert invoke("run", tmp_path / "in", tmp_path / "hi", "-q", "--format", "jpeg", "--quality", "95").exit_code == 0

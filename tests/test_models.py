@@ -95,3 +95,26 @@ def test_a_unet_with_more_repeats_grows_from_one_with_fewer_and_computes_the_sam
     with pytest.raises(ValueError, match="cannot grow"):
         models.grow_from(models.unet(channels=1, filters=8, depth=3), deeper)
 
+
+
+def test_bfloat16_computes_the_inner_convolutions_alone_in_bfloat16_and_keeps_the_output_float32():
+    grey, colour = models.unet(filters=4, depth=2, blocks=1), models.unet(channels=3, filters=4, depth=2, blocks=1)
+    for model, channels in ((grey, 1), (models.mean_of([colour, grey]), 3)):
+        fast = models.computing_in(model, "bfloat16")
+        inputs = {"image": image(channels=channels), "sigma": np.full((2, 1), 0.1, np.float32)}
+        exact, approximate = np.asarray(model(inputs)), fast(inputs)
+        assert np.asarray(approximate).dtype == np.float32
+        assert np.abs(np.asarray(approximate) - exact).max() < 0.02  # bfloat16 keeps 8 bits of mantissa
+        assert not np.array_equal(np.asarray(approximate), exact)
+        dtypes = {layer.name: layer.compute_dtype for layer in _all_layers(fast)}
+        assert dtypes["down0_conv0"] == dtypes["upsample0"] == dtypes["bottleneck_conv0"] == "bfloat16"
+        # the first and last convolutions see the image and make the noise estimate: full precision
+        assert dtypes["head"] == dtypes["tail"] == dtypes["residual"] == "float32"
+    assert models.computing_in(grey, "float32") is grey
+    with pytest.raises(ValueError, match="unknown precision"):
+        models.computing_in(grey, "float16")
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield from _all_layers(layer) if hasattr(layer, "layers") else [layer]
