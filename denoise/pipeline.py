@@ -367,8 +367,12 @@ class Runner:
         import tensorflow as tf
 
         if loaded.name not in self.functions:
-            from denoise import models
+            from denoise import models, runtime
 
+            if (self.options.precision == "bfloat16" and not self.functions and not tf.config.get_visible_devices("GPU")
+                    and runtime.native_bfloat16() is False):
+                self.warn("denoise: warning: this CPU has no native bfloat16 (AVX512-BF16 or AMX): "
+                          "--precision bfloat16 runs slower than float32 here")
             model = models.computing_in(loaded.model, self.options.precision)
             height = loaded.tile_size
             image_spec = tf.TensorSpec([None, height, height, loaded.channels], tf.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 
 @contextlib.contextmanager
@@ -36,3 +37,13 @@ def tensorflow(device: str = "auto"):
     elif device == "gpu" and not gpus:
         raise ValueError("--device gpu: TensorFlow sees no GPU (install the 'gpu' extra and a CUDA driver)")
     return tf
+
+
+def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); None where unknown."""
+    try:
+        flags = {flag for line in cpuinfo.read_text().splitlines() if line.startswith("flags")
+                 for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16"})

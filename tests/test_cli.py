@@ -151,17 +151,24 @@ def test_ensemble_makes_the_result_independent_of_orientation(tmp_path, tiny_mod
     assert differences[False] > 1 and differences[True] <= 1
 
 
-def test_bfloat16_gives_nearly_the_float32_result(tmp_path, tiny_models):
+def test_bfloat16_gives_nearly_the_float32_result_and_warns_where_the_cpu_lacks_it(tmp_path, tiny_models,
+                                                                                     monkeypatch):
+    from denoise import runtime
+
     save(tmp_path / "in" / "x.png", noisy_array(64, 48, 1))
     results = {}
-    for precision in ("float32", "bfloat16"):
+    for precision, native in (("float32", False), ("bfloat16", True), ("emulated", False)):
+        monkeypatch.setattr(runtime, "native_bfloat16", lambda: native)
         out = tmp_path / precision
         args = ("run", tmp_path / "in", out, "-q", "--sigma", "25", "--model", tiny_models["unet-gray"],
-                "--precision", precision)
-        assert invoke(*args).exit_code == 0
+                "--precision", "float32" if precision == "float32" else "bfloat16")
+        result = invoke(*args)
+        assert result.exit_code == 0
+        assert ("no native bfloat16" in result.stderr) == (precision == "emulated")
         results[precision] = np.asarray(Image.open(out / "x.png"), np.int16)
     assert results["bfloat16"].shape == (64, 48)
     assert np.abs(results["bfloat16"] - results["float32"]).max() <= 3
+    assert np.array_equal(results["bfloat16"], results["emulated"])  # slower, not different
     assert invoke("run", tmp_path / "in", tmp_path / "o", "--precision", "half").exit_code == 2
 
 
