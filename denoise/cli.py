@@ -72,7 +72,7 @@ ENSEMBLE_HELP = ("Average the model over the 8 flips and quarter turns of each t
 PRECISION = click.option(
     "--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
     help="Arithmetic of the network's inner convolutions. bfloat16 runs the model 1.75x as fast on CPUs with "
-         "AVX512-BF16 or AMX (0.003-0.05 dB lower PSNR) and far slower on CPUs without them; the image and the "
+         "AVX512-BF16 or AMX (0.01 dB lower PSNR) and far slower on CPUs without them; the image and the "
          "output stay float32.")
 
 
