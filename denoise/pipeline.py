@@ -77,8 +77,9 @@ class Job:
 # --------------------------------------------------------------------------------------------
 
 
-def check_paths(options: RunOptions) -> None:
-    """Refuse runs that could overwrite or re-read their own inputs (exit status 2)."""
+def check_options(options: RunOptions) -> None:
+    """Refuse runs that could overwrite or re-read their own inputs, or ask for an unknown precision
+    (exit status 2)."""
     output = options.output.resolve()
     for path in options.inputs:
         if not path.exists() and not path.is_symlink():
@@ -196,8 +197,8 @@ class _Terminated(KeyboardInterrupt):
 
 
 def _run_guarded(options: RunOptions, body: Callable[[Recorder], None], unit: str = "img") -> dict:
-    """Run ``body`` with the shared rules: path checks, dry run, signals, report, exit codes."""
-    check_paths(options)
+    """Run ``body`` with the shared rules: option checks, dry run, signals, report, exit codes."""
+    check_options(options)
     if options.dry_run:
         counts = {"ok": 0, "skipped": 0, "failed": 0}
         for job in plan(options):
