@@ -111,6 +111,9 @@ def plan(options: RunOptions) -> Iterator[Job]:
         job = Job(index, path, target)
         if target in seen:
             job.status, job.reason = "failed", f"another input is also written to {target}"
+        elif not io.is_image_name(target):  # a file named on the command line, e.g. x.tga
+            job.status, job.reason = "failed", (f"cannot write {target.suffix or 'a file without extension'}: "
+                                                f"denoise writes {' '.join(sorted(io.EXTENSIONS))}; add --format png")
         elif target.exists() and _same_file(target, path):  # inputs are never written, --overwrite or not
             job.status, job.reason = "failed", f"the output {target} is the input itself; choose another OUTPUT folder"
         elif target.exists() and not options.overwrite:

@@ -263,6 +263,22 @@ def test_output_never_replaces_its_own_input(tmp_path, identity_model):
     assert snapshot(tmp_path) == before
 
 
+def test_a_file_of_another_type_fails_before_the_model_and_format_png_takes_it(tmp_path, identity_model):
+    """A file named on the command line with an extension denoise cannot write (TGA here)."""
+    (tmp_path / "in").mkdir()
+    source = tmp_path / "in" / "scan.tga"
+    Image.fromarray(gradient(16, 16)).save(source)
+    before = snapshot(tmp_path / "in")
+    result = invoke("run", source, tmp_path / "out", "--model", identity_model, "-q")
+    assert result.exit_code == 1
+    assert f"{source}: cannot write .tga: denoise writes" in result.stderr and "--format png" in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    result = invoke("run", source, tmp_path / "out", "--model", identity_model, "--format", "png", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "scan.png")), gradient(16, 16))
+    assert snapshot(tmp_path / "in") == before
+
+
 # --------------------------------------------------------------------------------------------
 # Interruption
 # --------------------------------------------------------------------------------------------
