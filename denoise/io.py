@@ -56,6 +56,7 @@ _STRUCTURAL_TAGS = {
     254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 292, 293, 317,
     320, 322, 323, 324, 325, 330, 338, 339, 340, 341, 347, *range(512, 522), 529, 530, 531, 532,
 }
+_LOSSLESS_TIFF = {"tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits"}
 _TEMPORARY_NUMBERS = itertools.count()  # temporary names for write_atomic, unique within the process
 
 
@@ -218,6 +219,11 @@ def _metadata(image: Image.Image) -> dict:
             info[key] = image.info[key]
     if image.format == "JPEG" and image.info.get("progressive"):
         info["progressive"] = True
+    compression = image.info.get("compression", "raw") if image.format == "TIFF" else "raw"
+    if compression != "raw":
+        # A lossless scheme is kept; any other (JPEG-in-TIFF, fax codes for 1-bit pages) becomes
+        # Deflate, which stores the denoised pixels exactly at any bit depth.
+        info["compression"] = compression if compression in _LOSSLESS_TIFF else "tiff_adobe_deflate"
     return info
 
 
@@ -377,6 +383,8 @@ def _save_options(decoded: Decoded, fmt: str, quality: int) -> dict:
     options = {key: value for key, value in decoded.info.items() if value}
     if fmt != "JPEG":
         options.pop("progressive", None)
+    if fmt != "TIFF":
+        options.pop("compression", None)
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = quality
     if fmt == "JPEG":

@@ -58,6 +58,27 @@ def test_exif_orientation_applied_and_metadata_copied(tmp_path):
     assert out.info.get("icc_profile") == icc
 
 
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGB", "RGBA", "F"])
+@pytest.mark.parametrize("compression,expected", [
+    ("tiff_lzw", "tiff_lzw"), ("packbits", "packbits"), ("raw", "raw"), ("jpeg", "tiff_adobe_deflate"),
+])
+def test_tiff_keeps_a_lossless_compression_and_stores_lossy_ones_as_deflate(tmp_path, mode, compression, expected):
+    if compression == "jpeg" and mode not in ("L", "RGB"):
+        pytest.skip("libtiff's JPEG scheme takes 8-bit grey and RGB only")
+    array = noisy_array(16, 24, 4 if mode == "RGBA" else 3 if mode == "RGB" else 1)
+    image = Image.fromarray(array.squeeze()).convert(mode) if mode != "F" else Image.fromarray(
+        array.squeeze().astype(np.float32) / 255, "F")
+    if mode == "I;16":
+        image = Image.fromarray(array.squeeze().astype(np.uint16) * 257)
+    image.save(tmp_path / "x.tif", compression=compression)
+    decoded = io.read_image(tmp_path / "x.tif")
+    written = Image.open(stdio.BytesIO(io.encode(decoded, decoded.pixels, "TIFF")))
+    assert written.info.get("compression", "raw") == expected
+    assert written.mode == Image.open(tmp_path / "x.tif").mode
+    np.testing.assert_array_equal(io.decode_bytes(io.encode(decoded, decoded.pixels, "TIFF")).pixels, decoded.pixels)
+    assert "compression" not in Image.open(stdio.BytesIO(io.encode(decoded, decoded.pixels, "PNG"))).info
+
+
 def test_alpha_passes_through_untouched(tmp_path):
     rgba = noisy_array(8, 8, 3)
     alpha = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
