@@ -85,7 +85,7 @@ PRECISION = click.option(
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
 @click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
               show_default=True, help="Output format; keep writes each image in its input format.")
-@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality (a lossless WebP input stays lossless).")
 @click.option("--tile", type=click.IntRange(64, None), default=512, show_default=True,
               help="Images larger than this are processed in overlapping tiles of this size (bounds memory).")
 @click.option("--batch-size", type=click.IntRange(1, None), default=8, show_default=True,
@@ -136,7 +136,7 @@ def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, 
               help="Noise standard deviation in 0-255 units, or auto to estimate it per image.")
 @click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
               show_default=True, help="Output format; keep writes each image in its input format.")
-@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality (a lossless WebP input stays lossless).")
 @click.option("--tile", type=click.IntRange(64, None), default=512, show_default=True, help="As for `denoise run`.")
 @click.option("--batch-size", type=click.IntRange(1, None), default=8, show_default=True, help="As for `denoise run`.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
@@ -192,7 +192,7 @@ def beam(input_pattern, output_prefix, beam_args, model, sigma, fmt, quality, ti
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
 @click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
               show_default=True, help="Output format (JPEG compresses the noise away: PNG keeps it exact).")
-@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality (a lossless WebP input stays lossless).")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
 @click.option("--dry-run", is_flag=True, help="List what would be done and exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

@@ -178,6 +178,8 @@ def decode_bytes(data: bytes) -> Decoded:
                 )
             sixteen_bit_colour = _is_16bit_colour(image)  # before getexif(), which may load the tiles
             info = _metadata(image)
+            if source_format == "WEBP" and _webp_is_lossless(data):
+                info["lossless"] = True
             if sixteen_bit_colour:
                 decoded = _decode_16bit_colour(data, image, source_format, info)
             else:
@@ -195,6 +197,18 @@ def decode_bytes(data: bytes) -> Decoded:
         raise ImageError("not an image (unknown or corrupt format)") from None
     except Exception as error:  # Pillow raises many types for corrupt data; report them all alike
         raise ImageError(f"not a readable image: {_reason(error)}") from None
+
+
+def _webp_is_lossless(data: bytes) -> bool:
+    """Whether a WebP stores its picture losslessly: its first image chunk is VP8L, not VP8."""
+    position = 12  # after "RIFF", the file size and "WEBP"
+    while position + 8 <= len(data):
+        fourcc = data[position : position + 4]
+        if fourcc in (b"VP8L", b"VP8 "):
+            return fourcc == b"VP8L"
+        size = int.from_bytes(data[position + 4 : position + 8], "little")
+        position += 8 + size + (size & 1)  # chunks are padded to an even size
+    return False
 
 
 def _too_large(pixels: str) -> ImageError:
@@ -385,6 +399,10 @@ def _save_options(decoded: Decoded, fmt: str, quality: int) -> dict:
         options.pop("progressive", None)
     if fmt != "TIFF":
         options.pop("compression", None)
+    if fmt != "WEBP":
+        options.pop("lossless", None)
+    elif options.get("lossless"):
+        options["exact"] = True  # keep the colour under fully transparent pixels too
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = quality
     if fmt == "JPEG":

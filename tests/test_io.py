@@ -79,6 +79,20 @@ def test_tiff_keeps_a_lossless_compression_and_stores_lossy_ones_as_deflate(tmp_
     assert "compression" not in Image.open(stdio.BytesIO(io.encode(decoded, decoded.pixels, "PNG"))).info
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_lossless_webp_stays_lossless_and_lossy_stays_lossy(tmp_path, mode):
+    array = noisy_array(16, 24, 4 if mode == "RGBA" else 3)
+    for lossless in (True, False):
+        Image.fromarray(array, mode).save(tmp_path / "x.webp", lossless=lossless)
+        decoded = io.read_image(tmp_path / "x.webp")
+        written = io.encode(decoded, decoded.pixels, "WEBP")
+        assert (b"VP8L" in written[12:40]) == lossless
+        if lossless:
+            np.testing.assert_array_equal(np.asarray(Image.open(stdio.BytesIO(written))),
+                                          np.asarray(Image.open(tmp_path / "x.webp")))
+    assert "lossless" not in Image.open(stdio.BytesIO(io.encode(decoded, decoded.pixels, "PNG"))).info
+
+
 def test_alpha_passes_through_untouched(tmp_path):
     rgba = noisy_array(8, 8, 3)
     alpha = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
