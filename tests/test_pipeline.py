@@ -25,3 +25,26 @@ def test_a_colour_model_is_told_a_grey_image_has_sqrt3_times_the_noise(tmp_path)
     assert result.exit_code == 0, result.output
     assert np.unique(np.asarray(Image.open(tmp_path / "out" / "grey.png"))).tolist() == [round(25 * 3**0.5)]
     assert np.unique(np.asarray(Image.open(tmp_path / "out" / "colour.png"))).tolist() == [25]
+
+
+def test_a_dark_image_is_denoised_as_the_same_picture_at_full_range(tmp_path):
+    """A 16-bit scan that uses a sliver of the range (here 1000-1255 of 65535) gets the result
+    the same picture gets stretched to 0-65535, scaled back; the models learned full-range photos."""
+    keras.utils.set_random_seed(1)
+    model = models.unet(channels=1, filters=4, depth=2, blocks=1)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # untrained but with biases, so not scale-invariant, as trained ones are not
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape))
+    model.save(tmp_path / "biased.keras")
+    picture = noisy_array(48, 40, 1).astype(np.uint16)
+    picture[0, :2] = (0, 255)  # the full 8-bit range, so 257 * picture spans 0-65535 exactly
+    save(tmp_path / "in" / "full.png", picture * 257)
+    save(tmp_path / "in" / "dark.png", picture + 1000)
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "-q",
+                                       "--model", str(tmp_path / "biased.keras")])
+    assert result.exit_code == 0, result.output
+    full = np.asarray(Image.open(tmp_path / "out" / "full.png")).astype(np.float64)
+    dark = np.asarray(Image.open(tmp_path / "out" / "dark.png")).astype(np.float64)
+    assert np.abs(full - picture * 257).mean() > 257  # the model did change the picture
+    np.testing.assert_allclose(dark, full / 257 + 1000, atol=1.0)
