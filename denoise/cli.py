@@ -263,7 +263,8 @@ def models(as_json):
 @click.option("--val-data", help="Separate validation images (same forms as --data); default: held out from --data.")
 @click.option("--arch", type=click.Choice(["unet", "conv", "dense"]), default="unet", show_default=True,
               help="unet: residual U-Net with noise-level input; conv, dense: the tutorial's autoencoders.")
-@click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True, help="1 grey, 3 colour.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+              help="1 grey, 3 colour (default: those of --init-from, else 1).")
 @click.option("--filters", type=click.IntRange(1), default=None, help="conv, unet: base filter count (default 16, 32).")
 @click.option("--depth", type=click.IntRange(1), default=None, help="unet: resolution levels (default 3).")
 @click.option("--blocks", type=click.IntRange(1), default=None, help="unet: convolutions per residual block (default 2).")
@@ -312,8 +313,10 @@ def models(as_json):
 @click.option("--name", help="Registry name; with it (or with --out in weights/) the model's entry is written "
                              "to the manifest.json beside --out.")
 @click.option("--resume", is_flag=True, help="Continue the run saved beside --out (same epoch and optimizer state).")
-@click.option("--init-from", type=click.Path(), help="Start a new run from this model's weights (same architecture): "
-                                                    "fine-tuning, e.g. on larger patches at a lower --lr.")
+@click.option("--init-from", metavar="NAME|PATH",
+              help="Start a new run from this model's weights: a shipped model (see `denoise models`) or a .keras "
+                   "file. Its --channels/--filters/--depth/--blocks/--repeats are used unless given. Fine-tuning, "
+                   "e.g. on your own images or larger patches, at a lower --lr with --warmup.")
 @click.option("--out", required=True, type=click.Path(), help="Where the best model (.keras) goes; run state in OUT.run/.")
 @click.pass_context
 def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks, repeats, latent_dim, noise, level, clip,
@@ -344,8 +347,8 @@ def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks,
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--sigma") from None
     data_options = DataOptions(
-        source=data, channels=int(channels), patch_size=patch_size, batch_size=batch_size, noise=spec, clip=clip,
-        seed=seed, data_dir=data_dir, validation=val_data, validation_sigma=val_sigma, validation_count=val_count,
+        source=data, channels=int(channels) if channels else None, patch_size=patch_size, batch_size=batch_size,
+        noise=spec, clip=clip, seed=seed, data_dir=data_dir, validation=val_data, validation_sigma=val_sigma, validation_count=val_count,
         augment=augment, downscale=downscale,
     )
     options = TrainOptions(

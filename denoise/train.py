@@ -54,7 +54,7 @@ class TrainOptions:
     resume: bool = False
     command: str = ""
     name: str | None = None  # the registry name, when the output goes to a manifest
-    init_from: str | None = None  # a .keras model whose weights a fresh run starts from (fine-tuning)
+    init_from: str | None = None  # a registry name or .keras file a fresh run starts from (fine-tuning)
 
 
 SCHEDULES = ("cosine", "constant")
@@ -82,8 +82,6 @@ def check(options: TrainOptions) -> None:
         raise ValueError("--logdir needs the tensorboard package (pip install tensorboard)")
     if not str(options.out).endswith(".keras"):
         raise ValueError(f"--out {options.out}: the model file name must end in .keras")
-    if options.init_from and not Path(options.init_from).is_file():
-        raise ValueError(f"--init-from {options.init_from}: no such model file")
 
 
 def _has_tensorboard() -> bool:
@@ -138,6 +136,7 @@ def train(options: TrainOptions, log=print, callbacks=()) -> dict:
     from denoise import data, registry
 
     check(options)
+    source, options = _init_source(options)
     strategy = _strategy(options.strategy)  # first: multi-worker must set TensorFlow up itself
     keras.utils.set_random_seed(options.data.seed)
     folder = run_dir(options.out)
@@ -156,7 +155,7 @@ def train(options: TrainOptions, log=print, callbacks=()) -> dict:
             model = keras.saving.load_model(checkpoint)
             log(f"resuming {checkpoint} at epoch {state['epoch']} of {options.epochs}")
         else:
-            model = _new_model(options, patch, len(train_images))
+            model = _new_model(options, patch, len(train_images), source)
     log(f"{model.name}: {model.count_params():,} parameters, {strategy.num_replicas_in_sync} replica(s) "
         f"({type(strategy).__name__}), {len(train_images)} training and "
         f"{min(len(val_images), options.data.validation_count)} validation images")
@@ -228,16 +227,45 @@ def _images(options: DataOptions):
     return train_images, held
 
 
-def _new_model(options: TrainOptions, patch: int, images: int):
-    """A fresh, compiled model; the dense model's input size is the patch size."""
+def _init_source(options: TrainOptions):
+    """The model ``--init-from`` names (None without it), and ``options`` with the channels and
+    unet arguments left unset taken from it: fine-tuning a shipped model needs none of them."""
+    from denoise import models, registry
+
+    channels = options.data.channels
+    if not options.init_from:
+        return None, dataclasses.replace(options, data=dataclasses.replace(options.data, channels=channels or 1))
+    members = (registry.find(options.init_from) or {}).get("members")
+    if members:
+        raise ValueError(f"--init-from {options.init_from}: the mean of {', '.join(members)} has no weights of its "
+                         "own; start from one of them")
+    try:
+        loaded = registry.load(options.init_from)
+    except registry.WeightsError as error:
+        raise ValueError(f"--init-from {error}") from None
+    model_args = dict(options.model_args)
+    if options.arch == "unet":
+        try:
+            found = models.unet_args(loaded.model)
+        except ValueError:
+            found = {}
+        model_args = {**{key: found[key] for key in ("filters", "depth", "blocks", "repeats") if key in found},
+                      **model_args}
+    data_options = dataclasses.replace(options.data, channels=channels or loaded.channels)
+    return loaded.model, dataclasses.replace(options, model_args=model_args, data=data_options)
+
+
+def _new_model(options: TrainOptions, patch: int, images: int, source=None):
+    """A fresh, compiled model (with ``source``'s weights when given); the dense model's input
+    size is the patch size."""
     from denoise import models
 
     model_args = dict(options.model_args)
     if options.arch == "dense":
         model_args.setdefault("size", patch)
     model = models.build(options.arch, channels=options.data.channels, **model_args)
-    if options.init_from:
-        _copy_weights(keras.saving.load_model(options.init_from, compile=False), model, options.init_from)
+    if source is not None:
+        _copy_weights(source, model, options.init_from)
     model.compile(
         optimizer=keras.optimizers.Adam(_learning_rate(options, _steps(options, images))),
         loss=_loss(options.loss),

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from denoise import data, registry
+from denoise import data, models, registry
 from denoise.cli import main
 from denoise.train import TrainOptions, run_dir, train
 
@@ -137,7 +137,27 @@ def test_init_from_starts_a_new_run_from_a_trained_model(images, tmp_path):
     code, output = invoke("--data", images, *TINY, "--filters", "8", "--init-from", first, "--out", tmp_path / "x.keras")
     assert code == 2 and "--init-from" in output and "do not match" in output
     code, output = invoke("--data", images, *TINY, "--init-from", tmp_path / "none.keras", "--out", tmp_path / "y.keras")
-    assert code == 2 and "no such model file" in output
+    assert code == 2 and "not a registered model" in output and "nor a .keras file" in output
+
+
+def test_init_from_a_shipped_model_by_name_takes_its_architecture(images, tmp_path, registry_dir):
+    """`--init-from NAME` fine-tunes a registry model with no architecture flags: channels,
+    filters, depth, blocks and repeats come from it. A mean of models has no weights to start from."""
+    steps = ["--patch-size", "32", "--batch-size", "4", "--steps-per-epoch", "2", "--epochs", "1", "--lr", "1e-9"]
+    for name, channels in (("unet-gray", 1), ("unet-color", 3)):
+        out = tmp_path / f"{name}-tuned.keras"
+        code, output = invoke("--data", images, *steps, "--init-from", name, "--out", out)
+        assert code == 0, output
+        source, tuned = registry.load(name).model, keras.saving.load_model(out, compile=False)
+        assert models.unet_args(tuned) == models.unet_args(source)
+        assert models.unet_args(tuned)["channels"] == channels
+        for before, after in zip(source.get_weights(), tuned.get_weights()):
+            np.testing.assert_allclose(after, before, atol=1e-5)  # a negligible rate keeps what it starts from
+    manifest = json.loads((registry_dir / "manifest.json").read_text())
+    manifest["models"].append({"name": "both", "members": ["unet-gray", "unet-color"], "channels": 3})
+    (registry_dir / "manifest.json").write_text(json.dumps(manifest))
+    code, output = invoke("--data", images, *steps, "--init-from", "both", "--out", tmp_path / "z.keras")
+    assert code == 2 and "the mean of unet-gray, unet-color has no weights of its own" in output
 
 
 def test_init_from_a_unet_with_fewer_repeats_grows_it_without_losing_what_it_learned(images, tmp_path):
