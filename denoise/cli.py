@@ -82,10 +82,16 @@ PRECISION = click.option(
               help="Registry name (see `denoise models`), a .keras file, or auto: the shipped model for each image (grey or colour).")
 @click.option("--sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
               help="Noise standard deviation in 0-255 units, or auto to estimate it per image.")
+@click.option("--noise", type=click.Choice(["auto", "gaussian", "poisson"]), default="auto", show_default=True,
+              help="gaussian: the same noise level everywhere. poisson: noise that grows with brightness (photon "
+                   "noise: low light, microscopy, astronomy), measured per image and made even (Anscombe) before "
+                   "the model; an image whose noise does not grow at all stays gaussian. auto: poisson where an "
+                   "image's noise clearly grows with brightness. Needs --sigma auto.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
 @click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
               show_default=True, help="Output format; keep writes each image in its input format.")
-@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality (a lossless WebP input stays lossless).")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG/WebP quality (a lossless WebP input stays lossless).")
 @click.option("--tile", type=click.IntRange(64, None), default=512, show_default=True,
               help="Images larger than this are processed in overlapping tiles of this size (bounds memory).")
 @click.option("--batch-size", type=click.IntRange(1, None), default=8, show_default=True,
@@ -97,11 +103,11 @@ PRECISION = click.option(
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them, so a rerun resumes).")
 @click.option("--dry-run", is_flag=True, help="List what would be done and exit.")
 @click.option("--report", type=click.Path(path_type=Path),
-              help="Write a JSON report to this path: the summary, and each file's status, reason, seconds, sigma "
-                   "and model.")
+              help="Write a JSON report to this path: the summary, and each file's status, reason, seconds, sigma, "
+                   "noise and model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, ensemble, precision, overwrite, dry_run,
-        report, quiet):
+def run(paths, model, sigma, noise, recursive, fmt, quality, tile, batch_size, device, ensemble, precision, overwrite,
+        dry_run, report, quiet):
     """Denoise images: INPUT... (files or folders) into the OUTPUT folder.
 
     The output tree mirrors the inputs, with the same file names, format, bit depth, alpha
@@ -114,7 +120,7 @@ def run(paths, model, sigma, recursive, fmt, quality, tile, batch_size, device, 
     if len(paths) < 2:
         _fail("give at least one INPUT and the OUTPUT folder")
     options = RunOptions(
-        inputs=tuple(paths[:-1]), output=paths[-1], model=model, sigma=sigma, recursive=recursive,
+        inputs=tuple(paths[:-1]), output=paths[-1], model=model, sigma=sigma, noise=noise, recursive=recursive,
         format=fmt, quality=quality, tile=tile, batch_size=batch_size, device=device, ensemble=ensemble,
         precision=precision, overwrite=overwrite, dry_run=dry_run, report=report,
         progress=not quiet and sys.stderr.isatty(),

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from denoise import io, tiles as tiling
+from denoise import io, tiles as tiling, variance
 from denoise.noise import NoiseSpec, add_noise_uint, estimate_sigma, seed_for
 
 MARGIN = 32  # overlap between tiles is 2 * MARGIN: more than the networks' useful context
@@ -51,6 +51,7 @@ class RunOptions:
     batch_size: int = 8
     device: str = "auto"
     ensemble: bool = False  # average the model over the 8 flips and quarter turns of each tile
+    noise: str = "auto"  # gaussian, poisson (signal-dependent: stabilised first) or auto (per image)
     precision: str = "float32"  # the convolutions' arithmetic: float32 or bfloat16 (models.computing_in)
     overwrite: bool = False
     dry_run: bool = False
@@ -68,6 +69,7 @@ class Job:
     reason: str = ""
     sigma: float | None = None
     model: str | None = None  # the model that denoised it
+    noise: str | None = None  # gaussian or poisson: how its noise was treated
     started: float = 0.0
     seconds: float = 0.0
 
@@ -79,7 +81,7 @@ class Job:
 
 def check_options(options: RunOptions) -> None:
     """Refuse runs that could overwrite or re-read their own inputs, or ask for an unknown precision
-    (exit status 2)."""
+    or noise, or a sigma with Poisson noise (exit status 2)."""
     output = options.output.resolve()
     for path in options.inputs:
         if not path.exists() and not path.is_symlink():
@@ -93,6 +95,10 @@ def check_options(options: RunOptions) -> None:
         raise UsageError(f"{options.output}: the output must be a folder, not a file")
     if options.precision not in ("float32", "bfloat16"):
         raise UsageError(f"--precision {options.precision}: choose float32 or bfloat16")
+    if options.noise not in ("auto", "gaussian", "poisson"):
+        raise UsageError(f"--noise {options.noise}: choose auto, gaussian or poisson")
+    if options.noise == "poisson" and options.sigma != "auto":
+        raise UsageError("--noise poisson measures how each image's noise grows with brightness: leave --sigma auto")
 
 
 def plan(options: RunOptions) -> Iterator[Job]:
@@ -168,7 +174,8 @@ class Recorder:
                 self.jobs.append({
                     "input": str(job.input), "output": str(job.output), "status": job.status,
                     "reason": job.reason, "seconds": round(job.seconds, 4),
-                    "sigma": None if job.sigma is None else round(job.sigma, 3), "model": job.model,
+                    "sigma": None if job.sigma is None else round(job.sigma, 3), "noise": job.noise,
+                    "model": job.model,
                 })
             if self.bar is not None:
                 self.bar.update(1)
@@ -305,6 +312,9 @@ class _Image:
     split_channels: bool  # a colour image through a grey model, channel by channel
     low: float = 0.0  # the model sees (pixels - low) / span: see stretch()
     span: float = 1.0
+    stabilizer: tuple[float, float] | None = None  # the noise function of a signal-dependent image
+    stabilized: np.ndarray | None = None  # its pixels through variance.stabilize, until tiled
+    bounds: tuple[float, float] = (0.0, 1.0)  # the input's darkest and brightest values
     planes: dict = dataclasses.field(default_factory=dict)  # tile index -> channels done so far
     submitted: bool = False
 
@@ -315,8 +325,9 @@ class _Image:
         if self.span != 1.0 or self.low != 0.0:
             result = np.multiply(result, self.span, out=result)
             result += self.low
-            np.clip(result, 0.0, 1.0, out=result)  # low + span can round a hair past 1
-        return result
+        if self.stabilizer is not None:
+            result = variance.unstabilize(result, self.stabilizer)
+        return np.clip(result, *self.bounds, out=result)
 
 
 # A grey image given to a colour model is copied into R, G and B with the same noise in each, so
@@ -416,11 +427,31 @@ class Runner:
             sigma = estimate_sigma(decoded.pixels) if loaded.noise_level_input else None
         else:
             sigma = float(self.options.sigma)
+        stabilizer = self._stabilizer(decoded.pixels, sigma) if self.options.sigma == "auto" and sigma else None
         job.sigma, job.model = sigma, loaded.name
+        job.noise = None if sigma is None else "poisson" if stabilizer else "gaussian"
         blender = tiling.Blender(grid, channels)
-        low, span = stretch(decoded.pixels)
+        bounds = stretch(decoded.pixels)
+        bounds = (bounds[0], bounds[0] + bounds[1])
+        stabilized = None if stabilizer is None else variance.stabilize(decoded.pixels, stabilizer)
+        low, span = stretch(decoded.pixels if stabilized is None else stabilized)
+        if stabilized is not None:  # the noise is Gaussian now, at a level of its own
+            sigma = estimate_sigma((stabilized - low) / span) * span
         fed = (sigma or 0.0) / span * (GREY_IN_COLOUR if loaded.channels == 3 and channels == 1 else 1.0)
-        return _Image(job, decoded, loaded, grid, blender, fed, split, low=low, span=span)
+        return _Image(job, decoded, loaded, grid, blender, fed, split, low=low, span=span, stabilizer=stabilizer,
+                      stabilized=stabilized, bounds=bounds)
+
+    def _stabilizer(self, pixels: np.ndarray, sigma: float) -> tuple[float, float] | None:
+        """The noise function to stabilise an image's noise with (``sigma``: its estimated level),
+        or None to take the noise as Gaussian."""
+        if self.options.noise == "gaussian":
+            return None
+        function = variance.noise_function(pixels)
+        if function is None or function[0] <= 0:
+            return None
+        if self.options.noise == "poisson":
+            return function
+        return function if variance.is_signal_dependent(function, float(pixels.mean()), sigma / 255.0) else None
 
 
 def stretch(pixels: np.ndarray) -> tuple[float, float]:
@@ -437,7 +468,8 @@ def stretch(pixels: np.ndarray) -> tuple[float, float]:
 
 def _model_tiles(image: _Image):
     """The model-ready tiles of an image: (tile index, array with the model's channels)."""
-    pixels = image.decoded.pixels
+    pixels = image.decoded.pixels if image.stabilized is None else image.stabilized
+    image.stabilized = None  # tiles are cut from it once; the blend does not need it
     if image.span != 1.0 or image.low != 0.0:
         pixels = (pixels - np.float32(image.low)) / np.float32(image.span)
     if image.model.channels == 3 and pixels.shape[-1] == 1:

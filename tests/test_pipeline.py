@@ -1,5 +1,7 @@
 """The inference pipeline: what the model is told about each image."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 from click.testing import CliRunner
@@ -48,3 +50,32 @@ def test_a_dark_image_is_denoised_as_the_same_picture_at_full_range(tmp_path):
     dark = np.asarray(Image.open(tmp_path / "out" / "dark.png")).astype(np.float64)
     assert np.abs(full - picture * 257).mean() > 257  # the model did change the picture
     np.testing.assert_allclose(dark, full / 257 + 1000, atol=1.0)
+
+
+def test_photon_noise_is_stabilised_and_gaussian_noise_is_not(tmp_path, registry_dir):
+    """--noise auto (the default) treats an image whose noise grows with brightness as Poisson
+    noise and the rest as Gaussian, and says so in the report; --noise gaussian turns it off."""
+    import json
+
+    from denoise.noise import NoiseSpec, add_noise_uint
+
+    y, x = np.mgrid[0:256, 0:256]
+    clean = np.round(np.clip(np.floor(x / 32) / 8 + 0.06 + 0.03 * np.sin(y / 40.0), 0, 1) * 255).astype(np.uint8)
+    for kind, level in (("poisson", 30), ("gaussian", 25)):
+        noisy = add_noise_uint(clean, NoiseSpec(kind, level, level), np.random.default_rng(0))
+        save(tmp_path / "in" / f"{kind}.png", noisy)
+
+    def noise_in_report(*extra):
+        report = tmp_path / "report.json"
+        result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "-q", "--overwrite",
+                                           "--report", str(report), *extra])
+        assert result.exit_code == 0, result.output
+        return {Path(row["input"]).stem: row["noise"] for row in json.loads(report.read_text())["files"]}
+
+    assert noise_in_report() == {"poisson": "poisson", "gaussian": "gaussian"}
+    assert noise_in_report("--noise", "gaussian") == {"poisson": "gaussian", "gaussian": "gaussian"}
+    # Forced, it is used wherever the measured noise grows at all (here not on the Gaussian image).
+    assert noise_in_report("--noise", "poisson")["poisson"] == "poisson"
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "x"), "--noise", "poisson",
+                                       "--sigma", "10"])
+    assert result.exit_code == 2 and "leave --sigma auto" in result.output

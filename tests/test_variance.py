@@ -1,0 +1,60 @@
+"""Signal-dependent noise: telling it from Gaussian noise, and making it Gaussian."""
+
+import numpy as np
+import pytest
+
+from denoise import variance
+from denoise.noise import NoiseSpec, add_noise_uint, estimate_sigma
+
+
+def scene(size: int = 256) -> np.ndarray:
+    """Flat steps from dark to bright with gentle shading: every brightness band has flat blocks."""
+    y, x = np.mgrid[0:size, 0:size]
+    steps = np.floor(x / (size / 8)) / 8 + 0.06
+    return np.clip(steps + 0.03 * np.sin(y / 40.0), 0, 1)
+
+
+def noisy(kind: str, level: float, seed: int = 0) -> np.ndarray:
+    clean = np.round(scene() * 255).astype(np.uint8)
+    return add_noise_uint(clean, NoiseSpec(kind, level, level), np.random.default_rng(seed)).astype(np.float32) / 255
+
+
+def classified(pixels: np.ndarray) -> bool:
+    function = variance.noise_function(pixels)
+    return variance.is_signal_dependent(function, float(pixels.mean()), estimate_sigma(pixels) / 255)
+
+
+@pytest.mark.parametrize("peak", [10, 30, 100])
+def test_photon_noise_is_found_and_its_function_grows_like_it(peak):
+    pixels = noisy("poisson", peak)
+    assert classified(pixels)
+    if peak >= 30:  # at peak 10 clipping at white bends the bright bands
+        a, b = variance.noise_function(pixels)
+        assert b < 0.3 * a * 0.25  # almost all of the variance grows with brightness
+        assert 0.5 / peak < a < 1.5 / peak  # variance x / peak, give or take the free common scale
+
+
+@pytest.mark.parametrize("kind,level", [("gaussian", 5), ("gaussian", 25), ("gaussian", 50), ("salt-pepper", 0.05)])
+def test_gaussian_and_impulse_noise_are_not_taken_for_photon_noise(kind, level):
+    assert not classified(noisy(kind, level))
+
+
+def test_too_small_an_image_has_no_function():
+    assert variance.noise_function(np.zeros((10, 300), np.float32)) is None
+    assert not variance.is_signal_dependent(None, 0.5, 0.1)
+
+
+@pytest.mark.parametrize("function", [(1 / 30, 0.0), (1 / 100, 0.0004)])
+def test_stabilized_noise_has_one_level_and_the_inverse_is_unbiased(function):
+    """Poisson-Gaussian noise of variance a x + b: after the transform its spread is the same at
+    every brightness, and the inverse of the transformed mean gives back the clean value."""
+    a, b = function
+    rng = np.random.default_rng(0)
+    spreads = []
+    for clean in (0.1, 0.3, 0.6, 0.9):
+        samples = a * rng.poisson(clean / a, 200_000) + rng.normal(0, np.sqrt(b), 200_000)
+        stabilized = variance.stabilize(samples, function).astype(np.float64)
+        spreads.append(stabilized.std())
+        restored = variance.unstabilize(np.array([stabilized.mean()]), function)[0]
+        assert restored == pytest.approx(clean, rel=0.01, abs=0.002)
+    assert max(spreads) / min(spreads) < 1.1 and all(0.9 < spread < 1.1 for spread in spreads)
