@@ -256,7 +256,7 @@ def build_cases(args, workdir: Path) -> list[Case]:
         dataset_key = label  # the key carries the subset, so a limited run never replaces a full one
         noises = [common.parse_noise(str(sigma)) for sigma in (args.fmnist_sigmas if key == "fmnist" and args.fmnist_sigmas else args.sigmas)]
         if key == "set12":
-            noises += [common.parse_noise(text) for text in args.extra_noises]
+            noises += [common.parse_noise(text) for text in args.extra_noises if text != "none"]
         for spec in noises:
             cases.append(Case(dataset_key, label, images, spec, workdir))
     return cases
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
                         help="Gaussian sigmas (or kind:level, e.g. poisson:30) for every data set.")
     parser.add_argument("--fmnist-sigmas", nargs="+", default=None, help="Override --sigmas for Fashion-MNIST.")
     parser.add_argument("--extra-noises", nargs="*", default=list(EXTRA_NOISES),
-                        help="Further noises on Set12 only (default: poisson:30 salt-pepper:0.05; none: pass nothing).")
+                        help="Further noises on Set12 only (default: poisson:30 salt-pepper:0.05; none for none).")
     parser.add_argument("--fmnist-count", type=int, default=1000, help="First N Fashion-MNIST test images.")
     parser.add_argument("--limit", type=int, default=None, help="At most N images per folder data set (BM3D is slow).")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"Comma list from {','.join(METHODS)}.")
