@@ -83,10 +83,11 @@ PRECISION = click.option(
 @click.option("--sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
               help="Noise standard deviation in 0-255 units, or auto to estimate it per image.")
 @click.option("--noise", type=click.Choice(["auto", "gaussian", "poisson"]), default="auto", show_default=True,
-              help="gaussian: the same noise level everywhere. poisson: noise that grows with brightness (photon "
-                   "noise: low light, microscopy, astronomy), measured per image and made even (Anscombe) before "
-                   "the model; an image whose noise does not grow at all stays gaussian. auto: poisson where an "
-                   "image's noise clearly grows with brightness. Needs --sigma auto.")
+              help="auto: per image, salt-and-pepper impulses (black and white specks) are filled from their "
+                   "neighbours, noise that clearly grows with brightness (photon noise: low light, microscopy, "
+                   "astronomy) is made even by the Anscombe transform, and the rest is taken as Gaussian. "
+                   "gaussian: the same noise level everywhere, nothing else. poisson: the Anscombe transform for "
+                   "every image whose noise grows with brightness at all. Needs --sigma auto.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
 @click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
               show_default=True, help="Output format; keep writes each image in its input format.")

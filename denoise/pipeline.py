@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from denoise import io, tiles as tiling, variance
+from denoise import impulses, io, tiles as tiling, variance
 from denoise.noise import NoiseSpec, add_noise_uint, estimate_sigma, seed_for
 
 MARGIN = 32  # overlap between tiles is 2 * MARGIN: more than the networks' useful context
@@ -51,7 +51,7 @@ class RunOptions:
     batch_size: int = 8
     device: str = "auto"
     ensemble: bool = False  # average the model over the 8 flips and quarter turns of each tile
-    noise: str = "auto"  # gaussian, poisson (signal-dependent: stabilised first) or auto (per image)
+    noise: str = "auto"  # auto (impulses filled, photon noise stabilised, per image), gaussian or poisson
     precision: str = "float32"  # the convolutions' arithmetic: float32 or bfloat16 (models.computing_in)
     overwrite: bool = False
     dry_run: bool = False
@@ -313,7 +313,7 @@ class _Image:
     low: float = 0.0  # the model sees (pixels - low) / span: see stretch()
     span: float = 1.0
     stabilizer: tuple[float, float] | None = None  # the noise function of a signal-dependent image
-    stabilized: np.ndarray | None = None  # its pixels through variance.stabilize, until tiled
+    source: np.ndarray | None = None  # what the tiles are cut from, when not the decoded pixels
     bounds: tuple[float, float] = (0.0, 1.0)  # the input's darkest and brightest values
     planes: dict = dataclasses.field(default_factory=dict)  # tile index -> channels done so far
     submitted: bool = False
@@ -427,19 +427,30 @@ class Runner:
             sigma = estimate_sigma(decoded.pixels) if loaded.noise_level_input else None
         else:
             sigma = float(self.options.sigma)
-        stabilizer = self._stabilizer(decoded.pixels, sigma) if self.options.sigma == "auto" and sigma else None
         job.sigma, job.model = sigma, loaded.name
-        job.noise = None if sigma is None else "poisson" if stabilizer else "gaussian"
-        blender = tiling.Blender(grid, channels)
-        bounds = stretch(decoded.pixels)
-        bounds = (bounds[0], bounds[0] + bounds[1])
-        stabilized = None if stabilizer is None else variance.stabilize(decoded.pixels, stabilizer)
-        low, span = stretch(decoded.pixels if stabilized is None else stabilized)
-        if stabilized is not None:  # the noise is Gaussian now, at a level of its own
-            sigma = estimate_sigma((stabilized - low) / span) * span
-        fed = (sigma or 0.0) / span * (GREY_IN_COLOUR if loaded.channels == 3 and channels == 1 else 1.0)
-        return _Image(job, decoded, loaded, grid, blender, fed, split, low=low, span=span, stabilizer=stabilizer,
-                      stabilized=stabilized, bounds=bounds)
+        kind, source, stabilizer, level = "gaussian", None, None, sigma
+        if self.options.sigma == "auto" and sigma:
+            kind, source, stabilizer, level = self._treatment(decoded.pixels, sigma)
+        job.noise = kind if sigma is not None else None
+        darkest, brightest = float(decoded.pixels.min()), float(decoded.pixels.max())
+        low, span = stretch(decoded.pixels if source is None else source)
+        fed = (level or 0.0) / span * (GREY_IN_COLOUR if loaded.channels == 3 and channels == 1 else 1.0)
+        return _Image(job, decoded, loaded, grid, tiling.Blender(grid, channels), fed, split, low=low, span=span,
+                      stabilizer=stabilizer, source=source, bounds=(darkest, brightest))
+
+    def _treatment(self, pixels: np.ndarray, sigma: float):
+        """How to treat the noise of an image whose Gaussian estimate is ``sigma``: ``(kind, the
+        pixels the model sees when not these, the stabiliser, the level the model is told)``."""
+        if self.options.noise == "auto":
+            cleared = impulses.remove(pixels)
+            if cleared is not None:  # filled from their neighbours; what noise is left is Gaussian
+                return "impulse", cleared[0], None, estimate_sigma(cleared[0])
+        stabilizer = self._stabilizer(pixels, sigma)
+        if stabilizer is None:
+            return "gaussian", None, None, sigma
+        stabilized = variance.stabilize(pixels, stabilizer)
+        low, span = stretch(stabilized)  # the stabilised noise has a level of its own: measured
+        return "poisson", stabilized, stabilizer, estimate_sigma((stabilized - low) / span) * span
 
     def _stabilizer(self, pixels: np.ndarray, sigma: float) -> tuple[float, float] | None:
         """The noise function to stabilise an image's noise with (``sigma``: its estimated level),
@@ -468,8 +479,8 @@ def stretch(pixels: np.ndarray) -> tuple[float, float]:
 
 def _model_tiles(image: _Image):
     """The model-ready tiles of an image: (tile index, array with the model's channels)."""
-    pixels = image.decoded.pixels if image.stabilized is None else image.stabilized
-    image.stabilized = None  # tiles are cut from it once; the blend does not need it
+    pixels = image.decoded.pixels if image.source is None else image.source
+    image.source = None  # tiles are cut from it once; the blend does not need it
     if image.span != 1.0 or image.low != 0.0:
         pixels = (pixels - np.float32(image.low)) / np.float32(image.span)
     if image.model.channels == 3 and pixels.shape[-1] == 1:
