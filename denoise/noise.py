@@ -171,26 +171,12 @@ def estimate_sigma(image: np.ndarray, patch: int = 7, max_patches: int = 60_000)
     measures it. Up to ``max_patches`` patches are sampled on an even grid, so the cost is
     bounded whatever the image size (about 0.1 CPU second). Deterministic.
     """
-    gaussian, jump, on_all = _estimate(image, patch, max_patches)
-    return float((gaussian if jump is None else max(gaussian, on_all)) * 255.0)
-
-
-def estimate_noise(image: np.ndarray, patch: int = 7, max_patches: int = 60_000) -> tuple[float, float | None]:
-    """``(sigma, jump)``: the level of the Gaussian part of an image's noise (0-255 units), and
-    when it also has salt-and-pepper noise, how far (0-1 units) an impulse stands out from its
-    neighbours (else None), for :mod:`denoise.impulses`. The method is :func:`estimate_sigma`'s."""
-    gaussian, jump, _ = _estimate(image, patch, max_patches)
-    return float(gaussian * 255.0), jump
-
-
-def _estimate(image: np.ndarray, patch: int, max_patches: int) -> tuple[float, float | None, float]:
-    """``(sigma of the Gaussian part, impulse jump or None, sigma from all patches)``, 0-1 units."""
     pixels = np.asarray(image, np.float32)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     height, width, channels = pixels.shape
     if height < patch or width < patch:
-        return 0.0, None, 0.0
+        return 0.0
     patches = _sample_patches(pixels, patch, max_patches)  # (N, patch, patch) float64
     vectors = patches.reshape(len(patches), -1)
     energy, distance = _gradient_energy(patches), _clip_distance(patches)
@@ -211,8 +197,9 @@ def _estimate(image: np.ndarray, patch: int, max_patches: int) -> tuple[float, f
     # so the rounds above measure only the rest. Its level, for the models, is its root mean
     # square, which PCA on all patches measures (as the estimate did before the rounds).
     jump = max(_IMPULSE_JUMP * sigma, _IMPULSE_MIN_JUMP)
-    impulses = np.count_nonzero(_isolation(patches) > jump) > _IMPULSE_FRACTION * len(patches)
-    return float(sigma), (float(jump) if impulses else None), float(on_all)
+    if np.count_nonzero(_isolation(patches) > jump) > _IMPULSE_FRACTION * len(patches):
+        sigma = max(sigma, on_all)
+    return float(sigma * 255.0)
 
 
 # The quantile of the gradient energy of pure noise below which a patch counts as free of
