@@ -69,6 +69,13 @@ def _sigma_option(value: str) -> str:
 
 ENSEMBLE_HELP = ("Average the model over the 8 flips and quarter turns of each tile: about 0.15 dB better, "
                  "8 times the model time.")
+NOISE_HELP = (
+    "The kind of noise in the images. gaussian: the same level everywhere. poisson: noise that grows with "
+    "brightness (photon noise: low light, microscopy, astronomy), made even by the Anscombe transform before the "
+    "model. auto: poisson for each image whose noise clearly grows with brightness, else gaussian. impulse: "
+    "salt-and-pepper, isolated black and white specks (dead pixels, dust), filled from their neighbours before "
+    "the model; not in auto, since dots and stroke ends of small text look alike. All but gaussian need --sigma "
+    "auto.")
 PRECISION = click.option(
     "--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
     help="Arithmetic of the network's inner convolutions. bfloat16 runs the model 1.75x as fast on CPUs with "
@@ -82,12 +89,8 @@ PRECISION = click.option(
               help="Registry name (see `denoise models`), a .keras file, or auto: the shipped model for each image (grey or colour).")
 @click.option("--sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
               help="Noise standard deviation in 0-255 units, or auto to estimate it per image.")
-@click.option("--noise", type=click.Choice(["auto", "gaussian", "poisson"]), default="auto", show_default=True,
-              help="auto: per image, salt-and-pepper impulses (black and white specks) are filled from their "
-                   "neighbours, noise that clearly grows with brightness (photon noise: low light, microscopy, "
-                   "astronomy) is made even by the Anscombe transform, and the rest is taken as Gaussian. "
-                   "gaussian: the same noise level everywhere, nothing else. poisson: the Anscombe transform for "
-                   "every image whose noise grows with brightness at all. Needs --sigma auto.")
+@click.option("--noise", type=click.Choice(["auto", "gaussian", "poisson", "impulse"]), default="auto",
+              show_default=True, help=NOISE_HELP)
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
 @click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
               show_default=True, help="Output format; keep writes each image in its input format.")
@@ -399,13 +402,15 @@ def _command_line(ctx: click.Context, skip: tuple[str, ...] = ()) -> str:
 @click.option("--model", default="auto", show_default=True, help="Registry name or .keras file to evaluate.")
 @click.option("--model-sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
               help="The sigma the model is told: auto (estimated per image) or a number.")
+@click.option("--model-noise", type=click.Choice(["auto", "gaussian", "poisson", "impulse"]), default="auto",
+              show_default=True, help="The kind of noise the run assumes: `denoise run --noise`.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (each image derives its own from its name).")
 @click.option("--ensemble", is_flag=True, help=ENSEMBLE_HELP)
 @PRECISION
 @click.option("--denoised", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Score outputs made elsewhere (same relative names) instead of running a model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def evaluate(clean, noise, level, model, model_sigma, seed, ensemble, precision, denoised, as_json):
+def evaluate(clean, noise, level, model, model_sigma, model_noise, seed, ensemble, precision, denoised, as_json):
     """Add noise to CLEAN images by the benchmark protocol, denoise, and print PSNR / SSIM.
 
     Noisy inputs are rounded to 8 bits and saved as PNG before denoising, exactly as the
@@ -419,7 +424,8 @@ def evaluate(clean, noise, level, model, model_sigma, seed, ensemble, precision,
 
     runtime.tensorflow()
     options = EvalOptions(clean=tuple(clean), noise=NoiseSpec.parse(noise, level), model=model,
-                          sigma=model_sigma, seed=seed, ensemble=ensemble, precision=precision, denoised=denoised)
+                          sigma=model_sigma, treatment=model_noise, seed=seed, ensemble=ensemble, precision=precision,
+                          denoised=denoised)
     try:
         results = run_evaluation(options)
     except (UsageError, WeightsError, ValueError) as error:

@@ -24,6 +24,7 @@ class EvalOptions:
     noise: NoiseSpec = NoiseSpec("gaussian", 25.0, 25.0)
     model: str = "auto"
     sigma: str = "auto"  # what the denoiser is told: auto, or a number
+    treatment: str = "auto"  # the kind of noise the run assumes (RunOptions.noise)
     seed: int = 0
     ensemble: bool = False  # the 8-fold geometric self-ensemble (RunOptions.ensemble)
     precision: str = "float32"  # RunOptions.precision
@@ -85,6 +86,7 @@ def evaluate(options: EvalOptions) -> dict:
             denoised_dir = Path(scratch) / "denoised"
             run_batch(RunOptions(
                 inputs=(noisy_dir,), output=denoised_dir, model=options.model, sigma=options.sigma,
+                noise=options.treatment,
                 tile=options.tile, batch_size=options.batch_size, ensemble=options.ensemble,
                 precision=options.precision,
             ))

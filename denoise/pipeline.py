@@ -29,6 +29,7 @@ import numpy as np
 from denoise import impulses, io, tiles as tiling, variance
 from denoise.noise import NoiseSpec, add_noise_uint, estimate_sigma, seed_for
 
+NOISE_KINDS = ("auto", "gaussian", "poisson", "impulse")  # what --noise can say the images carry
 MARGIN = 32  # overlap between tiles is 2 * MARGIN: more than the networks' useful context
 
 
@@ -51,7 +52,7 @@ class RunOptions:
     batch_size: int = 8
     device: str = "auto"
     ensemble: bool = False  # average the model over the 8 flips and quarter turns of each tile
-    noise: str = "auto"  # auto (impulses filled, photon noise stabilised, per image), gaussian or poisson
+    noise: str = "auto"  # auto (photon noise stabilised where found), gaussian, poisson or impulse
     precision: str = "float32"  # the convolutions' arithmetic: float32 or bfloat16 (models.computing_in)
     overwrite: bool = False
     dry_run: bool = False
@@ -95,10 +96,10 @@ def check_options(options: RunOptions) -> None:
         raise UsageError(f"{options.output}: the output must be a folder, not a file")
     if options.precision not in ("float32", "bfloat16"):
         raise UsageError(f"--precision {options.precision}: choose float32 or bfloat16")
-    if options.noise not in ("auto", "gaussian", "poisson"):
-        raise UsageError(f"--noise {options.noise}: choose auto, gaussian or poisson")
-    if options.noise == "poisson" and options.sigma != "auto":
-        raise UsageError("--noise poisson measures how each image's noise grows with brightness: leave --sigma auto")
+    if options.noise not in NOISE_KINDS:
+        raise UsageError(f"--noise {options.noise}: choose one of {', '.join(NOISE_KINDS)}")
+    if options.noise in ("poisson", "impulse") and options.sigma != "auto":
+        raise UsageError(f"--noise {options.noise} measures each image's noise: leave --sigma auto")
 
 
 def plan(options: RunOptions) -> Iterator[Job]:
@@ -441,10 +442,9 @@ class Runner:
     def _treatment(self, pixels: np.ndarray, sigma: float):
         """How to treat the noise of an image whose Gaussian estimate is ``sigma``: ``(kind, the
         pixels the model sees when not these, the stabiliser, the level the model is told)``."""
-        if self.options.noise == "auto":
-            cleared = impulses.remove(pixels)
-            if cleared is not None:  # filled from their neighbours; what noise is left is Gaussian
-                return "impulse", cleared[0], None, estimate_sigma(cleared[0])
+        if self.options.noise == "impulse":  # filled from their neighbours; what is left is Gaussian
+            cleared, _ = impulses.remove(pixels)
+            return "impulse", cleared, None, estimate_sigma(cleared)
         stabilizer = self._stabilizer(pixels, sigma)
         if stabilizer is None:
             return "gaussian", None, None, sigma
@@ -455,7 +455,7 @@ class Runner:
     def _stabilizer(self, pixels: np.ndarray, sigma: float) -> tuple[float, float] | None:
         """The noise function to stabilise an image's noise with (``sigma``: its estimated level),
         or None to take the noise as Gaussian."""
-        if self.options.noise == "gaussian":
+        if self.options.noise not in ("auto", "poisson"):
             return None
         function = variance.noise_function(pixels)
         if function is None or function[0] <= 0:

@@ -53,8 +53,8 @@ def test_a_dark_image_is_denoised_as_the_same_picture_at_full_range(tmp_path):
 
 
 def test_each_image_gets_the_treatment_its_noise_needs(tmp_path, registry_dir):
-    """--noise auto (the default) stabilises noise that grows with brightness, fills impulses,
-    and takes the rest as Gaussian, and the report says which; --noise gaussian turns both off."""
+    """--noise auto (the default) stabilises noise that grows with brightness and takes the rest
+    as Gaussian; --noise impulse fills impulses first; the report says which per file."""
     import json
 
     from denoise.noise import NoiseSpec, add_noise_uint
@@ -72,10 +72,12 @@ def test_each_image_gets_the_treatment_its_noise_needs(tmp_path, registry_dir):
         assert result.exit_code == 0, result.output
         return {Path(row["input"]).stem: row["noise"] for row in json.loads(report.read_text())["files"]}
 
-    assert noise_in_report() == {"poisson": "poisson", "gaussian": "gaussian", "salt-pepper": "impulse"}
+    assert noise_in_report() == {"poisson": "poisson", "gaussian": "gaussian", "salt-pepper": "gaussian"}
     assert set(noise_in_report("--noise", "gaussian").values()) == {"gaussian"}
+    assert set(noise_in_report("--noise", "impulse").values()) == {"impulse"}
     # Forced, it is used wherever the measured noise grows at all (here not on the Gaussian image).
     assert noise_in_report("--noise", "poisson")["poisson"] == "poisson"
-    result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "x"), "--noise", "poisson",
-                                       "--sigma", "10"])
-    assert result.exit_code == 2 and "leave --sigma auto" in result.output
+    for kind in ("poisson", "impulse"):
+        result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "x"), "--noise", kind,
+                                           "--sigma", "10"])
+        assert result.exit_code == 2 and "leave --sigma auto" in result.output
