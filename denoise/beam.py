@@ -43,15 +43,12 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from denoise import io, registry
+from denoise.pipeline import UsageError, check_noise
 
 NAMESPACE = "denoise"
 LOCAL_RUNNER = "FnApiRunner"  # the default: in process, no download (see run())
 _WILDCARD = re.compile(r"[*?\[]")
 log = logging.getLogger(__name__)
-
-
-class UsageError(ValueError):
-    """A mistake in the command itself (exit status 2)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +66,7 @@ class BeamOptions:
     device: str = "auto"
     ensemble: bool = False  # as RunOptions.ensemble
     precision: str = "float32"  # as RunOptions.precision
+    noise: str = "auto"  # as RunOptions.noise
     overwrite: bool = False
     dead_letter: str | None = None  # default: OUTPUT_PREFIX.dead-letter.jsonl
     beam_args: tuple[str, ...] = ()
@@ -113,6 +111,7 @@ def target_for(relative: str, options: BeamOptions) -> str:
 
 def check(options: BeamOptions) -> None:
     """Refuse, before anything runs, what ``denoise run`` refuses with exit status 2."""
+    check_noise(options.noise, options.sigma)
     root, glob = split_pattern(options.input_pattern)
     if is_local(glob) and not _WILDCARD.search(glob) and not os.path.lexists(glob):
         raise UsageError(f"{options.input_pattern}: no such file or folder")
@@ -274,10 +273,10 @@ class DenoiseModelHandler(ModelHandler):
     """
 
     def __init__(self, model: str = "auto", sigma: str = "auto", tile: int = 512, batch_size: int = 8,
-                 device: str = "auto", ensemble: bool = False, precision: str = "float32"):
+                 device: str = "auto", ensemble: bool = False, precision: str = "float32", noise: str = "auto"):
         super().__init__()
         self.model, self.sigma, self.tile, self.batch_size, self.device = model, sigma, tile, batch_size, device
-        self.ensemble, self.precision = ensemble, precision
+        self.ensemble, self.precision, self.noise = ensemble, precision, noise
 
     def load_model(self):
         from denoise import pipeline, runtime
@@ -285,7 +284,7 @@ class DenoiseModelHandler(ModelHandler):
         runtime.tensorflow(self.device)
         options = pipeline.RunOptions(inputs=(), output=Path("."), model=local_model(self.model), sigma=self.sigma,
                                       tile=self.tile, batch_size=self.batch_size, device=self.device,
-                                      ensemble=self.ensemble, precision=self.precision)
+                                      ensemble=self.ensemble, precision=self.precision, noise=self.noise)
         runner = pipeline.Runner(options, warn=log.warning)
         # Load now (both defaults under auto): a missing or corrupt model fails the job at once,
         # not every file one by one.
@@ -378,7 +377,7 @@ def build(pipeline: beam.Pipeline, options: BeamOptions):
     _, glob = split_pattern(options.input_pattern)
     handler = KeyedModelHandler(DenoiseModelHandler(options.model, options.sigma, options.tile,
                                                     options.batch_size, options.device, options.ensemble,
-                                                    options.precision))
+                                                    options.precision, options.noise))
     planned = (
         pipeline
         | "Match" >> fileio.MatchFiles(glob)

@@ -96,10 +96,15 @@ def check_options(options: RunOptions) -> None:
         raise UsageError(f"{options.output}: the output must be a folder, not a file")
     if options.precision not in ("float32", "bfloat16"):
         raise UsageError(f"--precision {options.precision}: choose float32 or bfloat16")
-    if options.noise not in NOISE_KINDS:
-        raise UsageError(f"--noise {options.noise}: choose one of {', '.join(NOISE_KINDS)}")
-    if options.noise in ("poisson", "impulse") and options.sigma != "auto":
-        raise UsageError(f"--noise {options.noise} measures each image's noise: leave --sigma auto")
+    check_noise(options.noise, options.sigma)
+
+
+def check_noise(noise: str, sigma: str) -> None:
+    """Refuse an unknown --noise, and a fixed --sigma with a kind that measures each image."""
+    if noise not in NOISE_KINDS:
+        raise UsageError(f"--noise {noise}: choose one of {', '.join(NOISE_KINDS)}")
+    if noise in ("poisson", "impulse") and sigma != "auto":
+        raise UsageError(f"--noise {noise} measures each image's noise: leave --sigma auto")
 
 
 def plan(options: RunOptions) -> Iterator[Job]:

@@ -32,19 +32,19 @@ def make_inputs(folder):
     (folder / "notes.txt").write_text("not an image: never matched")
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_beam_writes_what_run_writes(tmp_path, tiny_models, precision):
+@pytest.mark.parametrize("precision,noise", [("float32", "auto"), ("bfloat16", "auto"), ("float32", "impulse")])
+def test_beam_writes_what_run_writes(tmp_path, tiny_models, precision, noise):
     # The tiny U-Net: a noise-level input, so the sigma estimate matters too, and colour images
     # go through this grey model channel by channel. --tile 64 tiles wide.tif.
     model = tiny_models["unet-gray"]
     make_inputs(tmp_path / "in")
     before = tree_digest(tmp_path / "in")
     ran = invoke("run", tmp_path / "in", tmp_path / "run", "--model", model, "--tile", 64, "-q",
-                 "--precision", precision)
+                 "--precision", precision, "--noise", noise)
     assert ran.exit_code == 1  # the bad file
     dead_letter = tmp_path / "dead.jsonl"
     args = ("beam", tmp_path / "in", tmp_path / "beam", "--model", model, "--tile", 64, "--precision", precision,
-            "--dead-letter", dead_letter, "--direct_num_workers", 1)  # a runner option, passed on
+            "--noise", noise, "--dead-letter", dead_letter, "--direct_num_workers", 1)  # a runner option, passed on
     beamed = invoke(*args)
     assert beamed.exit_code == 1, beamed.output
     summary = json.loads(beamed.stdout.strip().splitlines()[-1])
@@ -111,3 +111,5 @@ def test_usage_errors(tmp_path):
     (tmp_path / "in").mkdir()
     model = invoke("beam", tmp_path / "in", tmp_path / "out", "--model", tmp_path / "none.keras")
     assert model.exit_code == 2 and "not a registered model" in model.stderr
+    noise = invoke("beam", tmp_path / "in", tmp_path / "out", "--noise", "poisson", "--sigma", "10")
+    assert noise.exit_code == 2 and "leave --sigma auto" in noise.stderr
