@@ -24,14 +24,18 @@ def classified(pixels: np.ndarray) -> bool:
     return variance.is_signal_dependent(function, float(pixels.mean()), estimate_sigma(pixels) / 255)
 
 
-@pytest.mark.parametrize("peak", [10, 30, 100])
+@pytest.mark.parametrize("peak", [30, 100])
 def test_photon_noise_is_found_and_its_function_grows_like_it(peak):
     pixels = noisy("poisson", peak)
     assert classified(pixels)
-    if peak >= 30:  # at peak 10 clipping at white bends the bright bands
-        a, b = variance.noise_function(pixels)
-        assert b < 0.3 * a * 0.25  # almost all of the variance grows with brightness
-        assert 0.5 / peak < a < 1.5 / peak  # variance x / peak, give or take the free common scale
+    a, b = variance.noise_function(pixels)
+    assert b < 0.3 * a * 0.25  # almost all of the variance grows with brightness
+    assert 0.5 / peak < a < 1.5 / peak  # variance x / peak, give or take the free common scale
+
+
+def test_faint_noise_is_left_gaussian_whatever_its_fit():
+    """Below sigma 6 texture bends the fit too much to tell: Poisson noise of peak 3000."""
+    assert not classified(noisy("poisson", 3000))
 
 
 @pytest.mark.parametrize("kind,level", [("gaussian", 5), ("gaussian", 25), ("gaussian", 50), ("salt-pepper", 0.05)])
