@@ -70,7 +70,7 @@ class Job:
     reason: str = ""
     sigma: float | None = None
     model: str | None = None  # the model that denoised it
-    noise: str | None = None  # gaussian or poisson: how its noise was treated
+    noise: str | None = None  # gaussian, poisson or impulse: how its noise was treated
     started: float = 0.0
     seconds: float = 0.0
 
@@ -82,7 +82,7 @@ class Job:
 
 def check_options(options: RunOptions) -> None:
     """Refuse runs that could overwrite or re-read their own inputs, or ask for an unknown precision
-    or noise, or a sigma with Poisson noise (exit status 2)."""
+    or noise kind (exit status 2)."""
     output = options.output.resolve()
     for path in options.inputs:
         if not path.exists() and not path.is_symlink():
