@@ -5,8 +5,9 @@ scan, transmission errors) and leaves the rest untouched. The models learned Gau
 and smear impulses into blotches; a median over every pixel blurs the untouched ones too. So
 only the impulses are replaced: a pixel at 0 or 1 that differs from the median of its 8
 neighbours by more than a jump, and is not on a line one pixel thin (two opposite neighbours
-like it), takes the median of its neighbours that are not impulses themselves, looking further out (up to 4 pixels) where all of the nearest
-are: the adaptive median filter's rule, applied to the extreme values only.
+like it), takes the median of its neighbours that are not impulses themselves, looking further
+out (up to 4 pixels) where all of the nearest are: the adaptive median filter's rule, applied
+to the extreme values only.
 
 The jump is 0.2, or 4 times the level of the image's other noise where that is higher: clipped
 Gaussian noise of sigma 50 also leaves pixels at 0 and 1 apart from their neighbours.
