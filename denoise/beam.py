@@ -61,8 +61,8 @@ class BeamOptions:
     sigma: str = "auto"
     format: str = "keep"
     quality: int = 95
-    tile: int = 512
-    batch_size: int = 8
+    tile: int = 1024  # as RunOptions.tile
+    batch_size: int = 2  # as RunOptions.batch_size
     device: str = "auto"
     ensemble: bool = False  # as RunOptions.ensemble
     precision: str = "float32"  # as RunOptions.precision
@@ -272,7 +272,7 @@ class DenoiseModelHandler(ModelHandler):
     images into tiles and runs them through the model in batches as ``denoise run`` does.
     """
 
-    def __init__(self, model: str = "auto", sigma: str = "auto", tile: int = 512, batch_size: int = 8,
+    def __init__(self, model: str = "auto", sigma: str = "auto", tile: int = 1024, batch_size: int = 2,
                  device: str = "auto", ensemble: bool = False, precision: str = "float32", noise: str = "auto"):
         super().__init__()
         self.model, self.sigma, self.tile, self.batch_size, self.device = model, sigma, tile, batch_size, device

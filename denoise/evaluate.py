@@ -29,8 +29,8 @@ class EvalOptions:
     ensemble: bool = False  # the 8-fold geometric self-ensemble (RunOptions.ensemble)
     precision: str = "float32"  # RunOptions.precision
     denoised: Path | None = None  # score these outputs instead of running the model
-    tile: int = 512
-    batch_size: int = 8
+    tile: int = 1024  # as RunOptions.tile
+    batch_size: int = 2  # as RunOptions.batch_size
 
 
 def psnr(clean: np.ndarray, test: np.ndarray) -> float:

@@ -48,8 +48,8 @@ class RunOptions:
     recursive: bool = True
     format: str = "keep"
     quality: int = 95
-    tile: int = 512
-    batch_size: int = 8
+    tile: int = 1024  # tiles about a megapixel: less overlap to recompute than smaller ones, at the same cost per pixel
+    batch_size: int = 2  # two 1024x1024 tiles a call: the 2 megapixels that bound memory
     device: str = "auto"
     ensemble: bool = False  # average the model over the 8 flips and quarter turns of each tile
     noise: str = "auto"  # auto (photon noise stabilised where found), gaussian, poisson or impulse

@@ -1,10 +1,11 @@
 """Cut images into overlapping tiles the model accepts, and blend the results back without seams.
 
 Along each axis an image shorter than the tile is one tile, padded up to the model's size
-multiple; a longer one is covered by tiles of the tile length that overlap by ``2 * margin``.
+multiple; a longer one is covered by the fewest tiles of at most the tile length, evenly spaced,
+that overlap by at least ``2 * margin``.
 Each tile's weight is 0 within ``margin / 2`` of an inner edge (where the network sees the
-tile border instead of the image), rises linearly over the next ``margin`` and is 1 beyond, so
-the weights of two neighbours sum to 1 in their overlap. Image borders keep weight 1.
+tile border instead of the image), rises linearly over the next ``margin`` and is 1 beyond; the blend
+divides by the weights' sum, so wider overlaps blend as well. Image borders keep weight 1.
 Because the grid is a product of two 1-D layouts, the weight sum is an outer product.
 """
 
@@ -48,10 +49,14 @@ def layout(length: int, tile: int, multiple: int, margin: int, fixed: bool = Fal
     if length <= tile:
         return Axis(length, tile if fixed else round_up(length, multiple), (0,), margin)
     margin = min(margin, tile // 4)
-    stride = tile - 2 * margin
-    count = -(-(length - tile) // stride) + 1
-    starts = [min(index * stride, length - tile) for index in range(count)]
-    return Axis(length, tile, tuple(dict.fromkeys(starts)), margin)
+    count = -(-(length - tile) // (tile - 2 * margin)) + 1
+    if not fixed:
+        # The fewest tiles are kept, each shrunk to what still covers the axis: the model then
+        # computes the overlaps and nothing more (a last tile pushed back to the edge would
+        # recompute most of its neighbour).
+        tile = min(tile, round_up(-(-(length + (count - 1) * 2 * margin) // count), multiple))
+    starts = [round(index * (length - tile) / (count - 1)) for index in range(count)]
+    return Axis(length, tile, tuple(starts), margin)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,18 @@ def test_layout_covers_the_axis(length, tile):
     assert covered[:length].all()
 
 
+@pytest.mark.parametrize("length", [600, 1000, 1025, 2049, 3000, 4000])
+def test_layout_computes_little_more_than_the_overlaps(length):
+    # The model's cost is the tiles' total length: the image plus the overlaps, plus at most one
+    # size multiple per tile, never a last tile pushed back over its neighbour.
+    axis = tiles.layout(length, 1024, multiple=16, margin=32)
+    count = len(axis.starts)
+    assert axis.tile <= 1024 and axis.tile % 16 == 0
+    assert all(later - earlier <= axis.tile - 64 for earlier, later in zip(axis.starts, axis.starts[1:]))
+    assert count * axis.tile < length + (count - 1) * 64 + count * 16
+    assert count == -(-(length - 64) // (1024 - 64))  # no fewer 1024-long tiles could cover it
+
+
 def test_identity_model_reassembles_the_image_exactly():
     image = np.random.default_rng(0).random((300, 517, 3)).astype(np.float32)
     grid = tiles.grid(300, 517, tile=128, multiple=8, margin=32)
