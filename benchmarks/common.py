@@ -251,6 +251,9 @@ def resolve_models(requested: list[str], workdir: Path) -> list[dict]:
                                "channels": entry.get("channels"), "noise": entry.get("noise"),
                                "training": entry.get("training"), "data": entry.get("data")})
             continue
+        if item == "auto":  # what `denoise run` picks per image
+            models.append({"name": "auto", "arg": "auto", "source": "registry", "channels": None})
+            continue
         path = Path(item)
         if path.suffix != ".keras":
             entry = registry.find(item)

@@ -24,6 +24,11 @@ Methods
 "True sigma" for Poisson and salt-and-pepper noise is the root mean square of (noisy - clean)
 over the data set: the Gaussian-equivalent level an oracle would give.
 
+--stored-as saves the noisy images as users often have them instead of as PNG: jpeg:Q (a JPEG
+of quality Q, as cameras and phones save noisy photos) or rgb (grey images as RGB PNG, as
+scans often are). The true sigma stays the noise's; outputs are scored as PNG, and an RGB
+output of a grey image by the mean of its channels.
+
 Run with one command; prints a table and merges its rows into benchmarks/results/quality.json:
 
   python benchmarks/quality.py --datasets ../shared/datasets --models all ../runs/gray/gray.keras
@@ -141,19 +146,19 @@ def peer_label(method: str, colour: bool) -> str:
 
 
 class Case:
-    def __init__(self, key: str, label: str, images: list[tuple[str, np.ndarray]], spec, workdir: Path):
-        self.key, self.label, self.images, self.spec = key, label, images, spec
-        self.noise = common.noise_label(spec)
+    def __init__(self, key: str, label: str, images: list[tuple[str, np.ndarray]], spec, workdir: Path,
+                 stored: str = "png"):
+        self.key, self.label, self.images, self.spec, self.stored = key, label, images, spec, stored
+        self.noise = common.noise_label(spec) + ("" if stored == "png" else f", stored as {stored}")
         self.folder = workdir / "quality" / key / self.noise.replace(" ", "_").replace("%", "pct")
         self.noisy_dir = self.folder / "noisy"
         self.colour = images[0][1].ndim == 3
         self.megapixels = sum(image.shape[0] * image.shape[1] for _, image in images) / 1e6
-        self.noisy = {}
+        self.files = {}  # image name -> its noisy file's name
         squared, count = 0.0, 0
         for name, clean in images:
             noisy = common.noisy_copy(clean, name, spec)
-            self.noisy[name] = noisy
-            common.save_png(noisy, self.noisy_dir / name)
+            self.files[name] = _store(noisy, self.noisy_dir / name, stored)
             squared += float(np.sum((noisy.astype(np.float64) - clean) ** 2))
             count += clean.size
         # The level an oracle would tell a Gaussian denoiser: exact for Gaussian noise, the
@@ -170,6 +175,8 @@ class Case:
     def score(self, outputs: dict[str, np.ndarray], row: dict, keep_per_image: bool) -> dict:
         psnrs, ssims = [], []
         for name, clean in self.images:
+            if clean.ndim == 2 and outputs[name].ndim == 3:
+                outputs[name] = np.round(outputs[name].mean(axis=-1)).astype(np.uint8)
             psnrs.append(common.psnr(clean, outputs[name]))
             ssims.append(common.ssim(clean, outputs[name]))
         row["psnr"] = round(float(np.mean(psnrs)), 3)
@@ -188,7 +195,7 @@ def run_peer(case: Case, method: str, keep_per_image: bool) -> dict:
     load_before = common.load()
     for name, _ in case.images:
         started, cpu_started = time.perf_counter(), time.process_time()
-        noisy = common.read_uint8(case.noisy_dir / name)
+        noisy = common.read_uint8(case.noisy_dir / case.files[name])
         result = noisy if function is None else function(noisy, case.sigma)
         Image.fromarray(result).save(_io.BytesIO(), format="PNG")
         wall += time.perf_counter() - started
@@ -209,7 +216,7 @@ def run_model(case: Case, model: dict, sigma: str, device: str, keep_per_image: 
     output = case.folder / "denoised" / tag
     report = case.folder / f"{tag}.report.json"
     command = [*common.denoise_command(), "run", str(case.noisy_dir), str(output), "--model", model["arg"],
-               "--sigma", sigma, "--quiet", "--overwrite", "--report", str(report), "--device", device,
+               "--sigma", sigma, "--quiet", "--overwrite", "--report", str(report), "--device", device, "--format", "png",
                *(["--ensemble"] if ensemble else [])]
     timed = common.run_timed(command)
     label = f"denoise {model['name']} (sigma {told})"
@@ -234,7 +241,7 @@ def run_model(case: Case, model: dict, sigma: str, device: str, keep_per_image: 
     )
     if sigma == "auto" and estimates:
         row["sigma_estimates"] = {"mean": round(float(np.mean(estimates)), 2), "min": min(estimates), "max": max(estimates)}
-    outputs = {name: common.read_uint8(output / name) for name, _ in case.images}
+    outputs = {name: common.read_uint8(output / Path(case.files[name]).with_suffix(".png")) for name, _ in case.images}
     return case.score(outputs, row, keep_per_image)
 
 
@@ -258,8 +265,30 @@ def build_cases(args, workdir: Path) -> list[Case]:
         if key == "set12":
             noises += [common.parse_noise(text) for text in args.extra_noises if text != "none"]
         for spec in noises:
-            cases.append(Case(dataset_key, label, images, spec, workdir))
+            cases.append(Case(dataset_key, label, images, spec, workdir, args.stored_as))
     return cases
+
+
+def _store(noisy: np.ndarray, path: Path, stored: str) -> str:
+    """Save a noisy uint8 image as --stored-as says; the file's name."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if stored.startswith("jpeg:"):
+        path = path.with_suffix(".jpg")
+        Image.fromarray(noisy).save(path, quality=int(stored.split(":")[1]))
+        return path.name
+    if stored == "rgb" and noisy.ndim == 2:
+        noisy = np.repeat(noisy[..., None], 3, axis=-1)
+    common.save_png(noisy, path)
+    return path.name
+
+
+def stored_as(text: str) -> str:
+    """argparse type of --stored-as: png, rgb or jpeg:Q."""
+    if text in ("png", "rgb") or (text.startswith("jpeg:") and text[5:].isdigit() and 1 <= int(text[5:]) <= 100):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: expected png, rgb or jpeg:QUALITY (1-100)")
 
 
 def main(argv=None) -> int:
@@ -268,7 +297,8 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default=str(common.REPO.parent / "shared" / "datasets"),
                         help="Folder with set12/, mcmaster18/, fashion_mnist/ (default: ../shared/datasets).")
     parser.add_argument("--models", nargs="*", default=["all"],
-                        help="Registry names and/or .keras paths; 'all' is every model in weights/manifest.json (default).")
+                        help="Registry names and/or .keras paths; 'all' is every model in weights/manifest.json (default); "
+                             "'auto' is what `denoise run` picks per image.")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--sigmas", nargs="+", default=["15", "25", "50"],
                         help="Gaussian sigmas (or kind:level, e.g. poisson:30) for every data set.")
@@ -276,6 +306,8 @@ def main(argv=None) -> int:
     parser.add_argument("--extra-noises", nargs="*", default=list(EXTRA_NOISES),
                         help="Further noises on Set12 only (default: poisson:30 salt-pepper:0.05; none for none).")
     parser.add_argument("--fmnist-count", type=int, default=1000, help="First N Fashion-MNIST test images.")
+    parser.add_argument("--stored-as", type=stored_as, default="png",
+                        help="How the noisy images are saved: png (the protocol), jpeg:Q, or rgb (grey as RGB PNG).")
     parser.add_argument("--limit", type=int, default=None, help="At most N images per folder data set (BM3D is slow).")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"Comma list from {','.join(METHODS)}.")
     parser.add_argument("--skip", default="", help="Comma list of methods to leave out (e.g. bm3d).")

@@ -44,24 +44,26 @@ def fmt_seconds(value: float) -> str:
 
 
 def quality_tables(quality: dict) -> list[str]:
+    """One table per data set and way of storing the noisy files (quality.py --stored-as)."""
     rows = [row for row in quality.get("rows", []) if "error" not in row]
     lines = []
-    datasets = []
+    groups = []
     for row in rows:
-        if row["dataset"] not in datasets:
-            datasets.append(row["dataset"])
-    for dataset in datasets:
-        subset = [row for row in rows if row["dataset"] == dataset]
+        group = (row["dataset"], row["noise"].partition(", ")[2])
+        if group not in groups:
+            groups.append(group)
+    for dataset, stored in groups:
+        subset = [row for row in rows if row["dataset"] == dataset and row["noise"].partition(", ")[2] == stored]
         noises = []
         for row in subset:
             if row["noise"] not in noises:
                 noises.append(row["noise"])
-        noises.sort(key=lambda noise: (not noise.startswith("sigma"), float(noise.split()[-1].rstrip("%")) if noise.startswith("sigma") else noise))
+        noises.sort(key=noise_order)
         first = subset[0]
-        lines.append(f"**{dataset}** ({first['images']} images, {first['megapixels']:.2f} MP, "
-                     f"{'colour' if first['colour'] else 'grey'}): PSNR dB / SSIM, and wall seconds per megapixel "
-                     f"(mean over the noise levels)\n")
-        header = ["method", *noises, "s/MP", "CPU s/MP"]
+        lines.append(f"**{dataset}**{', noisy images ' + stored if stored else ''} ({first['images']} images, "
+                     f"{first['megapixels']:.2f} MP, {'colour' if first['colour'] else 'grey'}): PSNR dB / SSIM, and "
+                     f"wall seconds per megapixel (mean over the noise levels)\n")
+        header = ["method", *(noise.partition(", ")[0] for noise in noises), "s/MP", "CPU s/MP"]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
         methods = sorted({row["method"] for row in subset}, key=method_order)
@@ -84,6 +86,12 @@ def quality_tables(quality: dict) -> list[str]:
                                             fmt_seconds(float(np.mean(cpu)))]) + " |")
         lines.append("")
     return lines
+
+
+def noise_order(noise: str) -> tuple:
+    """Gaussian levels first, by sigma; then the other noises by name."""
+    level = noise.partition(", ")[0]
+    return (0, float(level.split()[1]), "") if level.startswith("sigma") else (1, 0.0, level)
 
 
 def throughput_table(throughput: dict) -> list[str]:

@@ -31,7 +31,7 @@ SIGMAS = 4.0
 def remove(pixels: np.ndarray) -> tuple[np.ndarray, int]:
     """A copy of the (H, W, C) image in [0, 1] with its impulses filled, and how many there were."""
     rough, count = fill(pixels, JUMP)
-    jump = max(JUMP, SIGMAS * estimate_sigma(rough) / 255.0) if count else JUMP
+    jump = max(JUMP, SIGMAS * estimate_sigma(rough, luminance=False) / 255.0) if count else JUMP
     return (rough, count) if jump == JUMP else fill(pixels, jump)
 
 

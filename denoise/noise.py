@@ -146,7 +146,7 @@ def _add_noise_scaled(x: np.ndarray, spec: NoiseSpec, rng: np.random.Generator, 
     return out
 
 
-def estimate_sigma(image: np.ndarray, patch: int = 7, max_patches: int = 60_000) -> float:
+def estimate_sigma(image: np.ndarray, patch: int = 7, max_patches: int = 60_000, luminance: bool = True) -> float:
     """Estimate the Gaussian noise level of an image in [0, 1], in 0-255 units.
 
     ``image`` is (H, W) or (H, W, C); the channels share one noise level and their patches
@@ -170,6 +170,15 @@ def estimate_sigma(image: np.ndarray, patch: int = 7, max_patches: int = 60_000)
     noise, which no patch is free of, gets its root mean square, as PCA on all patches
     measures it. Up to ``max_patches`` patches are sampled on an even grid, so the cost is
     bounded whatever the image size (about 0.1 CPU second). Deterministic.
+
+    A colour image's level is the larger of that and its luminance's level over the share
+    independent channel noise leaves in it (0.668 for Rec. 601 luma). A JPEG's chroma
+    subsampling and coarse chroma steps remove most chroma noise while the luminance keeps
+    its own, so the pooled channels read about two thirds of the noise that was there; models
+    that learned independent noise take away the luminance noise they are told of (BSDS colour
+    photos, sigma 25 saved at JPEG quality 95: read as 16.5, 28.5 dB; as 24.9, 30.3 dB).
+    ``luminance=False`` leaves that out: the channels' own level, for thresholds on each channel
+    (noise that is the same in every channel reads 1.5 times as strong in the luminance).
     """
     pixels = np.asarray(image, np.float32)
     if pixels.ndim == 2:
@@ -177,6 +186,16 @@ def estimate_sigma(image: np.ndarray, patch: int = 7, max_patches: int = 60_000)
     height, width, channels = pixels.shape
     if height < patch or width < patch:
         return 0.0
+    sigma = _estimate(pixels, patch, max_patches)
+    if channels == 3 and luminance:
+        luma = pixels @ _LUMA
+        # As many positions as each channel had above: the same sampling, a third of the cost.
+        sigma = max(sigma, _estimate(luma[..., None], patch, max_patches // channels) / _LUMA_SHARE)
+    return float(sigma * 255.0)
+
+
+def _estimate(pixels: np.ndarray, patch: int, max_patches: int) -> float:
+    """:func:`estimate_sigma` on all channels pooled, in 0-1 units."""
     patches = _sample_patches(pixels, patch, max_patches)  # (N, patch, patch) float64
     vectors = patches.reshape(len(patches), -1)
     energy, distance = _gradient_energy(patches), _clip_distance(patches)
@@ -199,7 +218,7 @@ def estimate_sigma(image: np.ndarray, patch: int = 7, max_patches: int = 60_000)
     jump = max(_IMPULSE_JUMP * sigma, _IMPULSE_MIN_JUMP)
     if np.count_nonzero(_isolation(patches) > jump) > _IMPULSE_FRACTION * len(patches):
         sigma = max(sigma, on_all)
-    return float(sigma * 255.0)
+    return sigma
 
 
 # The quantile of the gradient energy of pure noise below which a patch counts as free of
@@ -216,6 +235,9 @@ _CLIP_MARGIN = 1.5
 _IMPULSE_JUMP = 6.0
 _IMPULSE_MIN_JUMP = 0.2
 _IMPULSE_FRACTION = 0.001
+# JPEG's luma (Rec. 601), and the standard deviation it gives noise of unit deviation in each channel.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_LUMA_SHARE = float(np.sqrt(np.sum(_LUMA.astype(np.float64) ** 2)))
 
 
 def _sample_patches(pixels: np.ndarray, patch: int, max_patches: int) -> np.ndarray:

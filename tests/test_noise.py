@@ -130,6 +130,23 @@ def test_estimate_sigma_is_within_15_percent_on_a_textured_image(sigma, size, ch
     assert estimate_sigma(image) == pytest.approx(sigma, rel=0.15)
 
 
+@pytest.mark.parametrize("quality", [95, 90, 75])
+def test_estimate_sigma_reads_the_noise_a_colour_jpeg_was_saved_with(quality):
+    """JPEG subsamples and coarsely quantises the chroma: the channels pooled keep about two
+    thirds of the noise, the luminance keeps its own; the level the models want is the latter."""
+    import io
+
+    from PIL import Image
+
+    y, x = np.mgrid[0:128, 0:128]
+    clean = np.stack([120 + 70 * np.sin(x / 9) * np.cos(y / 7), 100 + 50 * np.cos(x / 11), 130 + 70 * np.sin(y / 8)], -1)
+    noisy = add_noise_uint(np.round(clean).astype(np.uint8), NoiseSpec("gaussian", 25, 25), rng(0))
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, format="JPEG", quality=quality)
+    pixels = np.asarray(Image.open(buffer), np.float32) / 255.0
+    assert estimate_sigma(pixels) == pytest.approx(25, rel=0.15)
+
+
 def test_estimate_sigma_leaves_out_clipped_black_areas():
     y, x = np.mgrid[0:128, 0:128] / 128
     clean = np.where(x < 0.6, 4, 110 + 60 * y).round().astype(np.uint8)  # 60% near black

@@ -29,6 +29,28 @@ def test_a_colour_model_is_told_a_grey_image_has_sqrt3_times_the_noise(tmp_path)
     assert np.unique(np.asarray(Image.open(tmp_path / "out" / "colour.png"))).tolist() == [25]
 
 
+def test_a_grey_picture_stored_as_rgb_is_denoised_as_grey_and_stays_rgb(tmp_path, registry_dir):
+    """A grey scan saved as RGB goes through the grey model, exactly as its grey file does, and
+    comes back as RGB with R = G = B; a colour image beside it still goes through the colour model."""
+    import json
+
+    grey = noisy_array(40, 48, 1)
+    save(tmp_path / "in" / "grey.png", grey)
+    save(tmp_path / "in" / "grey-as-rgb.png", np.repeat(grey[..., None], 3, axis=-1))
+    save(tmp_path / "in" / "colour.png", noisy_array(40, 48, 3))
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "-q", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    as_rgb = Image.open(tmp_path / "out" / "grey-as-rgb.png")
+    assert as_rgb.mode == "RGB"
+    pixels = np.asarray(as_rgb)
+    expected = np.asarray(Image.open(tmp_path / "out" / "grey.png"))
+    for channel in range(3):
+        np.testing.assert_array_equal(pixels[..., channel], expected)
+    models_used = {Path(row["input"]).name: row["model"] for row in json.loads(report.read_text())["files"]}
+    assert models_used == {"grey.png": "unet-gray", "grey-as-rgb.png": "unet-gray", "colour.png": "unet-color"}
+
+
 def test_a_dark_image_is_denoised_as_the_same_picture_at_full_range(tmp_path):
     """A 16-bit scan that uses a sliver of the range (here 1000-1255 of 65535) gets the result
     the same picture gets stretched to 0-65535, scaled back; the models learned full-range photos."""
