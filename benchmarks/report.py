@@ -271,7 +271,7 @@ def main(argv=None) -> int:
     for key in sorted(throughput.get("cases", {})):
         seams = throughput["cases"][key].get("seams")
         if seams:
-            lines.append(f"Seams (c): a {seams['crop']} crop denoised in 512 tiles and as one tile differs by at most "
+            lines.append(f"Seams (c): a {seams['crop']} crop denoised in {seams.get('tile', 512)}-pixel tiles and as one tile differs by at most "
                          f"{seams['max_abs_diff']} grey level(s) (mean {seams['mean_abs_diff']:.4f}; near tile borders "
                          f"{seams['mean_abs_diff_near_tile_borders']:.4f}, away from them "
                          f"{seams['mean_abs_diff_away_from_borders']:.4f}; {seams['pixels_differing'] * 100:.2f}% of "

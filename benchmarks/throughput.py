@@ -16,7 +16,7 @@ For each case:
            measured in the same run (a 512x512 crop of (c) and (d): BM3D's cost per pixel does not
            depend on the image size, and the whole photo would take over an hour)
   profile  (--profile) the same `denoise run` under benchmarks/profile_run.py: time per stage
-  seams    (c) a 1536x1536 crop denoised with the default 512 tiles and as one tile: the
+  seams    (c) a 1536x1536 crop denoised in the default tiles and as one tile: the
            difference shows whether tile borders leave any trace
 
   python benchmarks/throughput.py --datasets ../shared/datasets --model weights-name-or.keras
@@ -199,25 +199,27 @@ def bm3d_per_megapixel(arrays: list[np.ndarray], sigma: float) -> dict:
 
 
 def seam_check(large: Path, workdir: Path, model: str, sigma: str, device: str, size: int = 1536) -> dict:
-    """Denoise a crop of the large image in 512 tiles and as one tile; compare the two."""
+    """Denoise a crop of the large image in the tiles `denoise run` uses and as one tile; compare."""
+    from denoise import pipeline, registry, tiles
+
     with Image.open(large) as image:
         size = min(size, image.width, image.height)
-        # Away from the image borders; the crop crosses several tile borders of the 512 grid.
+        # Away from the image borders; the crop crosses several tile borders.
         left, top = min(1000, image.width - size), min(1000, image.height - size)
         crop = np.asarray(image.convert("RGB").crop((left, top, left + size, top + size)))
     folder = workdir / "seams" / "in"
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(crop).save(folder / "crop.png")
     outputs = {}
-    for tile in (512, 2 * size):
-        output = workdir / "seams" / f"tile{tile}"
-        run_denoise(folder, output, model, sigma, device, ["--tile", str(tile)], keep=True)
-        outputs[tile] = np.asarray(Image.open(output / "crop.png")).astype(np.int16)
-    difference = np.abs(outputs[512] - outputs[2 * size])
-    # Where the tile borders of the 512 grid fall in this crop (tiles.layout with margin 32).
-    from denoise import tiles
-
-    axis = tiles.layout(size, 512, 16, 32)
+    for name, options in (("tiled", []), ("whole", ["--tile", str(2 * size)])):
+        output = workdir / "seams" / name
+        run_denoise(folder, output, model, sigma, device, options, keep=True)
+        outputs[name] = np.asarray(Image.open(output / "crop.png")).astype(np.int16)
+    difference = np.abs(outputs["tiled"] - outputs["whole"])
+    # Where the tile borders fall in this crop: the pipeline's tile for the model, tiles.layout.
+    loaded = registry.load(registry.default_name(3) if model == "auto" else model)
+    tile = pipeline.Runner(pipeline.RunOptions(inputs=(), output=workdir), print)._tile(loaded)
+    axis = tiles.layout(size, tile, loaded.multiple, pipeline.MARGIN)
     borders = sorted({start for start in axis.starts[1:]} | {start + axis.tile for start in axis.starts[:-1]})
     band = np.zeros(size, bool)
     for border in borders:
@@ -225,7 +227,8 @@ def seam_check(large: Path, workdir: Path, model: str, sigma: str, device: str, 
     near_mask = band[:, None] | band[None, :]  # pixels within 40 of a tile border (row or column)
     near, far = difference[near_mask], difference[~near_mask]
     return {
-        "crop": f"{size}x{size} at ({left}, {top})", "tile_starts": list(axis.starts), "tile_borders": borders,
+        "crop": f"{size}x{size} at ({left}, {top})", "tile": axis.tile, "tile_starts": list(axis.starts),
+        "tile_borders": borders,
         "max_abs_diff": int(difference.max()), "mean_abs_diff": round(float(difference.mean()), 4),
         "p99_9_abs_diff": float(np.percentile(difference, 99.9)),
         "mean_abs_diff_near_tile_borders": round(float(near.mean()), 4),

@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import queue
 import signal
@@ -446,7 +447,7 @@ class Runner:
         loaded = self.model_for(channels)
         split = loaded.channels == 1 and channels == 3
         fixed = loaded.tile_size is not None
-        tile = loaded.tile_size if fixed else self.options.tile
+        tile = loaded.tile_size if fixed else self._tile(loaded)
         grid = tiling.grid(pixels.shape[0], pixels.shape[1], tile, loaded.multiple, MARGIN, fixed)
         if self.options.sigma == "auto":
             sigma = estimate_sigma(pixels) if loaded.noise_level_input else None
@@ -464,6 +465,12 @@ class Runner:
             source = pixels
         return _Image(job, decoded, loaded, grid, tiling.Blender(grid, channels), fed, split, low=low, span=span,
                       stabilizer=stabilizer, source=source, bounds=(darkest, brightest), replicate=replicated)
+
+    def _tile(self, loaded) -> int:
+        """--tile, or less where a tile's network passes would outgrow a batch's pixels (the
+        memory bound): a mean of four evaluations gets tiles of half the area."""
+        budget = self.options.batch_size * self.options.tile * self.options.tile
+        return min(self.options.tile, math.isqrt(budget // loaded.passes))
 
     def _treatment(self, pixels: np.ndarray, sigma: float):
         """How to treat the noise of an image whose Gaussian estimate is ``sigma``: ``(kind, the

@@ -1,8 +1,8 @@
 """Cut images into overlapping tiles the model accepts, and blend the results back without seams.
 
 Along each axis an image shorter than the tile is one tile, padded up to the model's size
-multiple; a longer one is covered by the fewest tiles of at most the tile length, evenly spaced,
-that overlap by at least ``2 * margin``.
+multiple; a longer one is covered by the fewest tiles of at most the tile length, evenly spaced
+on the model's size multiple, that overlap by at least ``2 * margin``.
 Each tile's weight is 0 within ``margin / 2`` of an inner edge (where the network sees the
 tile border instead of the image), rises linearly over the next ``margin`` and is 1 beyond; the blend
 divides by the weights' sum, so wider overlaps blend as well. Image borders keep weight 1.
@@ -24,6 +24,11 @@ class Axis:
     tile: int  # every tile's length (>= length when there is a single tile)
     starts: tuple[int, ...]
     margin: int
+
+    @property
+    def extent(self) -> int:
+        """How far the tiles reach: the length, or a little more, padded by mirroring."""
+        return self.starts[-1] + self.tile
 
     def weights(self, index: int) -> np.ndarray:
         ramp = np.ones(self.tile, np.float32)
@@ -55,8 +60,13 @@ def layout(length: int, tile: int, multiple: int, margin: int, fixed: bool = Fal
         # computes the overlaps and nothing more (a last tile pushed back to the edge would
         # recompute most of its neighbour).
         tile = min(tile, round_up(-(-(length + (count - 1) * 2 * margin) // count), multiple))
-    starts = [round(index * (length - tile) / (count - 1)) for index in range(count)]
-    return Axis(length, tile, tuple(starts), margin)
+    step = -(-(length - tile) // (count - 1))  # even steps that reach the end
+    aligned = round_up(step, multiple)
+    if aligned <= tile - 2 * margin:
+        # On the grid of the network's downsampling, a tile computes what the whole image
+        # would away from its edges; the last tile may then reach a few pixels past the end.
+        step = aligned
+    return Axis(length, tile, tuple(index * step for index in range(count)), margin)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +94,8 @@ def grid(height: int, width: int, tile: int, multiple: int, margin: int = 32, fi
 def extract(image: np.ndarray, tiles: Grid):
     """Yield the tiles of ``image`` (H, W, C) one by one, each (th, tw, C), padded by mirroring."""
     height, width = tiles.tile_shape
-    pad_h = max(0, height - image.shape[0])
-    pad_w = max(0, width - image.shape[1])
+    pad_h = max(0, tiles.rows.extent - image.shape[0])
+    pad_w = max(0, tiles.columns.extent - image.shape[1])
     if pad_h or pad_w:
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
     for _, _, top, left in tiles.positions():
@@ -101,8 +111,8 @@ class Blender:
         self.remaining = len(self.positions)
         self.sum = None  # a single tile needs no weights
         if len(self.positions) > 1:
-            height = max(tiles.rows.length, tiles.rows.tile)
-            width = max(tiles.columns.length, tiles.columns.tile)
+            height = max(tiles.rows.length, tiles.rows.extent)
+            width = max(tiles.columns.length, tiles.columns.extent)
             self.sum = np.zeros((height, width, channels), np.float32)
             self.row_weight = np.zeros(height, np.float32)
             self.column_weight = np.zeros(width, np.float32)

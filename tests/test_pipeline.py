@@ -103,3 +103,16 @@ def test_each_image_gets_the_treatment_its_noise_needs(tmp_path, registry_dir):
         result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "x"), "--noise", kind,
                                            "--sigma", "10"])
         assert result.exit_code == 2 and "leave --sigma auto" in result.output
+
+
+def test_a_tile_never_holds_more_network_work_than_a_batch(tmp_path):
+    """--tile and --batch-size bound memory: a mean model runs several networks per tile, so its
+    tiles shrink until their passes fit in what a batch of full tiles holds."""
+    from denoise.pipeline import RunOptions, Runner
+    from denoise.registry import LoadedModel
+
+    runner = Runner(RunOptions(inputs=(), output=tmp_path, tile=1024, batch_size=2), print)
+    for passes in (1, 2, 4, 7):
+        tile = runner._tile(LoadedModel(None, "m", 3, True, None, 16, passes=passes))
+        assert tile <= 1024 and tile * tile * passes <= 2 * 1024 * 1024
+    assert runner._tile(LoadedModel(None, "m", 1, True, None, 16, passes=1)) == 1024

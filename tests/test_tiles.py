@@ -26,6 +26,8 @@ def test_layout_computes_little_more_than_the_overlaps(length):
     count = len(axis.starts)
     assert axis.tile <= 1024 and axis.tile % 16 == 0
     assert all(later - earlier <= axis.tile - 64 for earlier, later in zip(axis.starts, axis.starts[1:]))
+    assert all(start % 16 == 0 for start in axis.starts)  # on the network's grid: no shift of its pooling
+    assert length <= axis.extent < length + count * 16
     assert count * axis.tile < length + (count - 1) * 64 + count * 16
     assert count == -(-(length - 64) // (1024 - 64))  # no fewer 1024-long tiles could cover it
 
