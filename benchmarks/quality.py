@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import io as _io
+import itertools
 import json
 import math
 import os
@@ -147,9 +148,10 @@ def peer_label(method: str, colour: bool) -> str:
 
 class Case:
     def __init__(self, key: str, label: str, images: list[tuple[str, np.ndarray]], spec, workdir: Path,
-                 stored: str = "png"):
+                 stored: str = "png", correlated: bool = False):
         self.key, self.label, self.images, self.spec, self.stored = key, label, images, spec, stored
-        self.noise = common.noise_label(spec) + ("" if stored == "png" else f", stored as {stored}")
+        self.noise = ("correlated " if correlated else "") + common.noise_label(spec)
+        self.noise += "" if stored == "png" else f", stored as {stored}"
         self.folder = workdir / "quality" / key / self.noise.replace(" ", "_").replace("%", "pct")
         self.noisy_dir = self.folder / "noisy"
         self.colour = images[0][1].ndim == 3
@@ -157,7 +159,7 @@ class Case:
         self.files = {}  # image name -> its noisy file's name
         squared, count = 0.0, 0
         for name, clean in images:
-            noisy = common.noisy_copy(clean, name, spec)
+            noisy = _correlated_copy(clean, name, spec.low) if correlated else common.noisy_copy(clean, name, spec)
             self.files[name] = _store(noisy, self.noisy_dir / name, stored)
             squared += float(np.sum((noisy.astype(np.float64) - clean) ** 2))
             count += clean.size
@@ -209,15 +211,17 @@ def run_peer(case: Case, method: str, keep_per_image: bool) -> dict:
     return case.score(outputs, row, keep_per_image)
 
 
-def run_model(case: Case, model: dict, sigma: str, device: str, keep_per_image: bool, ensemble: bool = False) -> dict:
+def run_model(case: Case, model: dict, sigma: str, device: str, keep_per_image: bool, ensemble: bool = False,
+              noise: str = "auto") -> dict:
     """`denoise run` on the folder of noisy PNGs (a subprocess), then score its outputs."""
     told = ("auto" if sigma == "auto" else "true") + (", ensemble" if ensemble else "")
-    tag = f"{model['name']}-sigma-{sigma}" + ("-ensemble" if ensemble else "")
+    told += "" if noise == "auto" else f", noise={noise}"
+    tag = f"{model['name']}-sigma-{sigma}" + ("-ensemble" if ensemble else "") + ("" if noise == "auto" else f"-{noise}")
     output = case.folder / "denoised" / tag
     report = case.folder / f"{tag}.report.json"
     command = [*common.denoise_command(), "run", str(case.noisy_dir), str(output), "--model", model["arg"],
                "--sigma", sigma, "--quiet", "--overwrite", "--report", str(report), "--device", device, "--format", "png",
-               *(["--ensemble"] if ensemble else [])]
+               "--noise", noise, *(["--ensemble"] if ensemble else [])]
     timed = common.run_timed(command)
     label = f"denoise {model['name']} (sigma {told})"
     row = case.base_row(f"denoise:{model['name']}:{told.replace(', ', ':')}", label)
@@ -261,12 +265,31 @@ def build_cases(args, workdir: Path) -> list[Case]:
             images = common.load_folder(datasets / key, args.limit)
             label = SET_LABELS[key] + (f" (first {len(images)})" if args.limit else "")
         dataset_key = label  # the key carries the subset, so a limited run never replaces a full one
-        noises = [common.parse_noise(str(sigma)) for sigma in (args.fmnist_sigmas if key == "fmnist" and args.fmnist_sigmas else args.sigmas)]
+        texts = [str(sigma) for sigma in (args.fmnist_sigmas if key == "fmnist" and args.fmnist_sigmas else args.sigmas)]
         if key == "set12":
-            noises += [common.parse_noise(text) for text in args.extra_noises if text != "none"]
-        for spec in noises:
-            cases.append(Case(dataset_key, label, images, spec, workdir, args.stored_as))
+            texts += [text for text in args.extra_noises if text != "none"]
+        for text in texts:
+            correlated = text.startswith("correlated:")
+            spec = common.parse_noise(text.split(":", 1)[1] if correlated else text)
+            cases.append(Case(dataset_key, label, images, spec, workdir, args.stored_as, correlated))
     return cases
+
+
+# Independent noise blurred by a Gaussian of this standard deviation (pixels) spans about two
+# pixels, as in a photo after demosaicing and in-camera processing.
+CORRELATION_BLUR = 0.7
+
+
+def _correlated_copy(clean: np.ndarray, name: str, sigma: float) -> np.ndarray:
+    """Noise of standard deviation ``sigma`` per pixel, correlated over about two pixels
+    (``correlated:SIGMA``): seeded per image like the protocol's, blurred, rescaled, rounded, clipped."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(common.seed_for(name, common.NOISE_SEED))
+    noise = rng.normal(0.0, 1.0, clean.shape)
+    noise = gaussian_filter(noise, (CORRELATION_BLUR, CORRELATION_BLUR, 0)[: clean.ndim])
+    noisy = clean + noise / noise.std() * sigma
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
 
 
 def _store(noisy: np.ndarray, path: Path, stored: str) -> str:
@@ -301,7 +324,8 @@ def main(argv=None) -> int:
                              "'auto' is what `denoise run` picks per image.")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--sigmas", nargs="+", default=["15", "25", "50"],
-                        help="Gaussian sigmas (or kind:level, e.g. poisson:30) for every data set.")
+                        help="Gaussian sigmas (or kind:level, e.g. poisson:30; correlated:25 for Gaussian noise "
+                             "spanning about two pixels) for every data set.")
     parser.add_argument("--fmnist-sigmas", nargs="+", default=None, help="Override --sigmas for Fashion-MNIST.")
     parser.add_argument("--extra-noises", nargs="*", default=list(EXTRA_NOISES),
                         help="Further noises on Set12 only (default: poisson:30 salt-pepper:0.05; none for none).")
@@ -313,6 +337,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", default="", help="Comma list of methods to leave out (e.g. bm3d).")
     parser.add_argument("--model-sigmas", default="true,auto",
                         help="Comma list of what the models are told: true, auto, ensemble (auto with --ensemble).")
+    parser.add_argument("--noise-modes", default="auto",
+                        help="Comma list of `denoise run --noise` values for the denoise rows (default auto).")
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="cpu", help="Passed to `denoise run`.")
     parser.add_argument("--quick", action="store_true",
                         help="A smoke run: sigma 25 only, 3 images per data set, 100 Fashion-MNIST, no extra noises; "
@@ -354,9 +380,11 @@ def main(argv=None) -> int:
                 for model in models:
                     if model.get("channels") == 3 and not case.colour:
                         continue  # a colour model never serves grey images (--model auto sends them to a grey one)
-                    for sigma in args.model_sigmas.split(","):
+                    for noise, sigma in itertools.product(args.noise_modes.split(","), args.model_sigmas.split(",")):
                         value = "auto" if sigma in ("auto", "ensemble") else f"{case.sigma:g}"
-                        row = run_model(case, model, value, args.device, keep, ensemble=sigma == "ensemble")
+                        if noise not in ("auto", "gaussian") and value != "auto":
+                            continue  # those modes measure each image
+                        row = run_model(case, model, value, args.device, keep, ensemble=sigma == "ensemble", noise=noise)
                         rows.append(row)
                         _progress(row)
                         if row.get("ignores_sigma"):

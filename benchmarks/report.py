@@ -23,15 +23,16 @@ PEER_ORDER = ["bm3d", "opencv-nlm", "skimage-nlm", "skimage-tv", "skimage-wavele
 
 def method_order(method: str) -> tuple:
     if method.startswith("denoise:"):
-        parts = method.split(":")  # denoise:MODEL:true|auto[:ensemble]
+        parts = method.split(":")  # denoise:MODEL:true|auto[:ensemble][:noise=KIND]
         return (0, parts[1], parts[2:] != ["true"], len(parts))
     return (1, PEER_ORDER.index(method) if method in PEER_ORDER else 99, "")
 
 
 def short_label(row: dict) -> str:
     if row["method"].startswith("denoise:"):
-        _, model, sigma, *ensemble = row["method"].split(":")
-        return f"**denoise `{model}`**, sigma {sigma}{' --ensemble' if ensemble else ''}"
+        _, model, sigma, *extras = row["method"].split(":")
+        options = "".join(" --ensemble" if extra == "ensemble" else f" --{extra.replace('=', ' ')}" for extra in extras)
+        return f"**denoise `{model}`**, sigma {sigma}{options}"
     return row["label"]
 
 

@@ -27,10 +27,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from denoise import impulses, io, tiles as tiling, variance
+from denoise import impulses, io, shuffle, tiles as tiling, variance
 from denoise.noise import NoiseSpec, add_noise_uint, estimate_sigma, seed_for
 
-NOISE_KINDS = ("auto", "gaussian", "poisson", "impulse")  # what --noise can say the images carry
+NOISE_KINDS = ("auto", "gaussian", "poisson", "impulse", "correlated")  # what --noise can say the images carry
 MARGIN = 32  # overlap between tiles is 2 * MARGIN: more than the networks' useful context
 
 
@@ -53,7 +53,7 @@ class RunOptions:
     batch_size: int = 2  # two 1024x1024 tiles a call: the 2 megapixels that bound memory
     device: str = "auto"
     ensemble: bool = False  # average the model over the 8 flips and quarter turns of each tile
-    noise: str = "auto"  # auto (photon noise stabilised where found), gaussian, poisson or impulse
+    noise: str = "auto"  # auto (photon noise stabilised where found), gaussian, poisson, impulse or correlated
     precision: str = "float32"  # the convolutions' arithmetic: float32 or bfloat16 (models.computing_in)
     overwrite: bool = False
     dry_run: bool = False
@@ -104,7 +104,7 @@ def check_noise(noise: str, sigma: str) -> None:
     """Refuse an unknown --noise, and a fixed --sigma with a kind that measures each image."""
     if noise not in NOISE_KINDS:
         raise UsageError(f"--noise {noise}: choose one of {', '.join(NOISE_KINDS)}")
-    if noise in ("poisson", "impulse") and sigma != "auto":
+    if noise in ("poisson", "impulse", "correlated") and sigma != "auto":
         raise UsageError(f"--noise {noise} measures each image's noise: leave --sigma auto")
 
 
@@ -323,6 +323,7 @@ class _Image:
     source: np.ndarray | None = None  # what the tiles are cut from, when not the decoded pixels
     bounds: tuple[float, float] = (0.0, 1.0)  # the input's darkest and brightest values
     replicate: bool = False  # a grey picture in R, G and B: denoised as grey, written back in all three
+    mosaic_of: tuple[int, int] | None = None  # the image's height and width, when the model saw its mosaic
     planes: dict = dataclasses.field(default_factory=dict)  # tile index -> channels done so far
     submitted: bool = False
 
@@ -335,6 +336,8 @@ class _Image:
             result += self.low
         if self.stabilizer is not None:
             result = variance.unstabilize(result, self.stabilizer)
+        if self.mosaic_of is not None:
+            result = shuffle.from_mosaic(result, *self.mosaic_of)
         np.clip(result, *self.bounds, out=result)
         return np.repeat(result, 3, axis=-1) if self.replicate else result
 
@@ -446,9 +449,6 @@ class Runner:
         channels = pixels.shape[-1]
         loaded = self.model_for(channels)
         split = loaded.channels == 1 and channels == 3
-        fixed = loaded.tile_size is not None
-        tile = loaded.tile_size if fixed else self._tile(loaded)
-        grid = tiling.grid(pixels.shape[0], pixels.shape[1], tile, loaded.multiple, MARGIN, fixed)
         if self.options.sigma == "auto":
             sigma = estimate_sigma(pixels) if loaded.noise_level_input else None
         else:
@@ -463,8 +463,13 @@ class Runner:
         fed = (level or 0.0) / span * (GREY_IN_COLOUR if loaded.channels == 3 and channels == 1 else 1.0)
         if replicated and source is None:
             source = pixels
+        fixed = loaded.tile_size is not None
+        shape = (pixels if source is None else source).shape
+        grid = tiling.grid(shape[0], shape[1], loaded.tile_size if fixed else self._tile(loaded), loaded.multiple,
+                           MARGIN, fixed)
         return _Image(job, decoded, loaded, grid, tiling.Blender(grid, channels), fed, split, low=low, span=span,
-                      stabilizer=stabilizer, source=source, bounds=(darkest, brightest), replicate=replicated)
+                      stabilizer=stabilizer, source=source, bounds=(darkest, brightest), replicate=replicated,
+                      mosaic_of=pixels.shape[:2] if kind == "correlated" else None)
 
     def _tile(self, loaded) -> int:
         """--tile, or less where a tile's network passes would outgrow a batch's pixels (the
@@ -475,6 +480,9 @@ class Runner:
     def _treatment(self, pixels: np.ndarray, sigma: float):
         """How to treat the noise of an image whose Gaussian estimate is ``sigma``: ``(kind, the
         pixels the model sees when not these, the stabiliser, the level the model is told)``."""
+        if self.options.noise == "correlated":  # four half-size images, each with near-independent noise
+            mosaic = shuffle.to_mosaic(pixels)
+            return "correlated", mosaic, None, estimate_sigma(mosaic)
         if self.options.noise == "impulse":  # filled from their neighbours; what is left is Gaussian
             cleared, _ = impulses.remove(pixels)
             return "impulse", cleared, None, estimate_sigma(cleared)

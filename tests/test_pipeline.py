@@ -4,6 +4,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -116,3 +117,47 @@ def test_a_tile_never_holds_more_network_work_than_a_batch(tmp_path):
         tile = runner._tile(LoadedModel(None, "m", 3, True, None, 16, passes=passes))
         assert tile <= 1024 and tile * tile * passes <= 2 * 1024 * 1024
     assert runner._tile(LoadedModel(None, "m", 1, True, None, 16, passes=1)) == 1024
+
+
+def _noise_level_echo(path: Path) -> Path:
+    """A grey model whose output is the noise level it is told, everywhere."""
+    image = keras.Input((None, None, 1), name="image")
+    sigma = keras.Input((1,), name="sigma")
+    keras.Model([image, sigma], models.NoiseLevelMap()(image, sigma)).save(path)
+    return path
+
+
+def test_correlated_noise_is_measured_and_denoised_at_half_resolution(tmp_path):
+    """--noise correlated: noise in 2x2 grains reads as 6 where it is 20; in the mosaic of the
+    image's four phases it is independent again, and the model is told its level there."""
+    echo = _noise_level_echo(tmp_path / "echo.keras")
+    grains = np.kron(np.random.default_rng(1).normal(0, 20, (32, 32)), np.ones((2, 2)))
+    image = np.clip(np.round(128 + grains), 0, 255).astype(np.uint8)
+    image[0, :2] = (0, 255)  # the full range: the model's output reads directly as a level
+    save(tmp_path / "in" / "grains.png", image)
+    told = {}
+    for noise in ("gaussian", "correlated"):
+        result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / noise), "-q", "--noise", noise,
+                                           "--model", str(echo)])
+        assert result.exit_code == 0, result.output
+        told[noise] = float(np.median(np.asarray(Image.open(tmp_path / noise / "grains.png"))))
+    assert told["correlated"] == pytest.approx(20, rel=0.15)
+    assert told["gaussian"] < 0.5 * told["correlated"]
+
+
+def test_correlated_noise_mode_gives_back_every_pixel_in_place(tmp_path):
+    """The mosaic is undone exactly, odd sizes included: an identity model returns the input."""
+    image = keras.Input((None, None, 1), name="image")
+    sigma = keras.Input((1,), name="sigma")
+    told = models.NoiseLevelMap()(image, sigma)
+    identity = keras.layers.Add()([image, keras.layers.Rescaling(0.0)(told)])
+    keras.Model([image, sigma], identity).save(tmp_path / "identity.keras")
+    picture = noisy_array(37, 45, 1)
+    save(tmp_path / "in" / "odd.png", picture)
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "-q", "--noise", "correlated",
+                                       "--model", str(tmp_path / "identity.keras")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "odd.png")), picture)
+    refused = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "out2"), "--noise", "correlated",
+                                        "--sigma", "25", "--model", str(tmp_path / "identity.keras")])
+    assert refused.exit_code == 2 and "leave --sigma auto" in refused.output
