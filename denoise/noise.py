@@ -196,7 +196,7 @@ def estimate_sigma(image: np.ndarray, patch: int = 7, max_patches: int = 60_000,
 
 def _estimate(pixels: np.ndarray, patch: int, max_patches: int) -> float:
     """:func:`estimate_sigma` on all channels pooled, in 0-1 units."""
-    patches = _sample_patches(pixels, patch, max_patches)  # (N, patch, patch) float64
+    patches = _sample_patches(pixels, patch, max_patches)  # (N, patch, patch) float32
     vectors = patches.reshape(len(patches), -1)
     energy, distance = _gradient_energy(patches), _clip_distance(patches)
     sigma = on_all = _pca_sigma(vectors)
@@ -241,14 +241,14 @@ _LUMA_SHARE = float(np.sqrt(np.sum(_LUMA.astype(np.float64) ** 2)))
 
 
 def _sample_patches(pixels: np.ndarray, patch: int, max_patches: int) -> np.ndarray:
-    """Up to ``max_patches`` patches of every channel on an even grid, as float64."""
+    """Up to ``max_patches`` patches of every channel on an even grid, as float32."""
     rows, columns, channels = pixels.shape[0] - patch + 1, pixels.shape[1] - patch + 1, pixels.shape[2]
     scale = min(1.0, float(np.sqrt(max_patches / (rows * columns * channels))))
     take_rows = np.unique(np.linspace(0, rows - 1, max(1, int(rows * scale))).round().astype(np.intp))
     take_columns = np.unique(np.linspace(0, columns - 1, max(1, int(columns * scale))).round().astype(np.intp))
     windows = np.lib.stride_tricks.sliding_window_view(pixels, (patch, patch), axis=(0, 1))
     windows = windows[np.ix_(take_rows, take_columns)]  # (rows', columns', C, patch, patch)
-    return windows.reshape(-1, patch, patch).astype(np.float64)
+    return windows.reshape(-1, patch, patch).astype(np.float32)
 
 
 def _gradient_energy(patches: np.ndarray) -> np.ndarray:
@@ -351,7 +351,9 @@ def _gamma_cdf(x: float, shape: float) -> float:
 def _pca_sigma(vectors: np.ndarray) -> float:
     if len(vectors) < vectors.shape[1] + 1:
         return 0.0
-    eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(vectors, rowvar=False)))[::-1]
+    centred = vectors - vectors.mean(axis=0)
+    covariance = (centred.T @ centred).astype(np.float64) / (len(vectors) - 1)
+    eigenvalues = np.sort(np.linalg.eigvalsh(covariance))[::-1]
     for start in range(len(eigenvalues)):
         tail = eigenvalues[start:]
         if tail.mean() <= np.median(tail):
