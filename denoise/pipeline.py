@@ -363,8 +363,9 @@ GREY_IN_COLOUR = 3**0.5
 
 
 def self_ensemble(function, images, sigmas):
-    """The mean of ``function`` over the 8 flips and quarter turns of square NHWC ``images``,
-    each turned back: the geometric self-ensemble, about +0.15 dB for 8x the model time."""
+    """The mean of ``function`` over the 8 flips and quarter turns of NHWC ``images``, each
+    turned back (a quarter turn swaps height and width; turning back restores them): the
+    geometric self-ensemble, about +0.15 dB for 8x the model time."""
     import tensorflow as tf
 
     total = 0.0
