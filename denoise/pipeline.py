@@ -61,6 +61,11 @@ class RunOptions:
     progress: bool = False
     workers: int = max(2, min(8, os.cpu_count() or 2))
 
+    @property
+    def batch_pixels(self) -> int:
+        """What one model call may hold, and so what bounds memory: --batch-size full tiles."""
+        return self.batch_size * self.tile * self.tile
+
 
 @dataclasses.dataclass
 class Job:
@@ -475,8 +480,7 @@ class Runner:
     def _tile(self, loaded) -> int:
         """--tile, or less where a tile's network passes would outgrow a batch's pixels (the
         memory bound): a mean of four evaluations gets tiles of half the area."""
-        budget = self.options.batch_size * self.options.tile * self.options.tile
-        return min(self.options.tile, math.isqrt(budget // loaded.passes))
+        return min(self.options.tile, math.isqrt(self.options.batch_pixels // loaded.passes))
 
     def _treatment(self, pixels: np.ndarray, sigma: float):
         """How to treat the noise of an image whose Gaussian estimate is ``sigma``: ``(kind, the
@@ -656,7 +660,7 @@ class _Batcher:
     def __init__(self, runner: Runner, options: RunOptions, writers, recorder: Recorder):
         self.runner, self.options, self.writers, self.recorder = runner, options, writers, recorder
         self.buckets: dict[tuple, list] = {}
-        self.budget = options.batch_size * options.tile * options.tile
+        self.budget = options.batch_pixels
         self.waiting_pixels = 0
         self.writes: set = set()
 
