@@ -69,6 +69,7 @@ def _sigma_option(value: str) -> str:
 
 ENSEMBLE_HELP = ("Average the model over the 8 flips and quarter turns of each tile: about 0.15 dB better, "
                  "8 times the model time.")
+NOISE_KINDS = ("auto", "gaussian", "poisson", "impulse", "correlated")  # as pipeline.NOISE_KINDS
 NOISE_HELP = (
     "The kind of noise in the images. gaussian: the same level everywhere. poisson: noise that grows with "
     "brightness (photon noise: low light, microscopy, astronomy), made even by the Anscombe transform before the "
@@ -78,7 +79,7 @@ NOISE_HELP = (
     "blotches wider than a pixel (a resized noisy image, demosaicing, in-camera processing), which the models "
     "otherwise take for texture; the four half-size images of every other pixel are denoised instead; not in "
     "auto: on independent noise it costs about 3 dB. All but gaussian need --sigma auto.")
-NOISE = click.option("--noise", type=click.Choice(["auto", "gaussian", "poisson", "impulse", "correlated"]), default="auto",
+NOISE = click.option("--noise", type=click.Choice(NOISE_KINDS), default="auto",
                      show_default=True, help=NOISE_HELP)
 PRECISION = click.option(
     "--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
@@ -408,7 +409,7 @@ def _command_line(ctx: click.Context, skip: tuple[str, ...] = ()) -> str:
 @click.option("--model", default="auto", show_default=True, help="Registry name or .keras file to evaluate.")
 @click.option("--model-sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
               help="The sigma the model is told: auto (estimated per image) or a number.")
-@click.option("--model-noise", type=click.Choice(["auto", "gaussian", "poisson", "impulse", "correlated"]), default="auto",
+@click.option("--model-noise", type=click.Choice(NOISE_KINDS), default="auto",
               show_default=True, help="The kind of noise the run assumes: `denoise run --noise`.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (each image derives its own from its name).")
 @click.option("--ensemble", is_flag=True, help=ENSEMBLE_HELP)

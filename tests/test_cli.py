@@ -262,3 +262,9 @@ def test_help_is_fast_and_documents_every_command():
     for command in ("run", "add-noise", "train", "models"):
         assert command in result.output
     assert "--sigma" in invoke("run", "--help").output
+
+
+def test_the_noise_kinds_offered_are_the_ones_the_pipeline_handles():
+    from denoise import cli, pipeline
+
+    assert cli.NOISE_KINDS == pipeline.NOISE_KINDS
