@@ -218,7 +218,7 @@ def seam_check(large: Path, workdir: Path, model: str, sigma: str, device: str, 
     difference = np.abs(outputs["tiled"] - outputs["whole"])
     # Where the tile borders fall in this crop: the pipeline's tile for the model, tiles.layout.
     loaded = registry.load(registry.default_name(3) if model == "auto" else model)
-    tile = pipeline.Runner(pipeline.RunOptions(inputs=(), output=workdir), print)._tile(loaded)
+    tile = pipeline.Runner(pipeline.RunOptions(inputs=(), output=workdir), print).tile_for(loaded)
     axis = tiles.layout(size, tile, loaded.multiple, pipeline.MARGIN)
     borders = sorted({start for start in axis.starts[1:]} | {start + axis.tile for start in axis.starts[:-1]})
     band = np.zeros(size, bool)

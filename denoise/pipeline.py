@@ -471,13 +471,13 @@ class Runner:
             source = pixels
         fixed = loaded.tile_size is not None
         shape = (pixels if source is None else source).shape
-        grid = tiling.grid(shape[0], shape[1], loaded.tile_size if fixed else self._tile(loaded), loaded.multiple,
+        grid = tiling.grid(shape[0], shape[1], loaded.tile_size if fixed else self.tile_for(loaded), loaded.multiple,
                            MARGIN, fixed)
         return _Image(job, decoded, loaded, grid, tiling.Blender(grid, channels), fed, split, low=low, span=span,
                       stabilizer=stabilizer, source=source, bounds=(darkest, brightest), replicate=replicated,
                       mosaic_of=pixels.shape[:2] if kind == "correlated" else None)
 
-    def _tile(self, loaded) -> int:
+    def tile_for(self, loaded) -> int:
         """--tile, or less where a tile's network passes would outgrow a batch's pixels (the
         memory bound): a mean of four evaluations gets tiles of half the area."""
         return min(self.options.tile, math.isqrt(self.options.batch_pixels // loaded.passes))

@@ -114,9 +114,9 @@ def test_a_tile_never_holds_more_network_work_than_a_batch(tmp_path):
 
     runner = Runner(RunOptions(inputs=(), output=tmp_path, tile=1024, batch_size=2), print)
     for passes in (1, 2, 4, 7):
-        tile = runner._tile(LoadedModel(None, "m", 3, True, None, 16, passes=passes))
+        tile = runner.tile_for(LoadedModel(None, "m", 3, True, None, 16, passes=passes))
         assert tile <= 1024 and tile * tile * passes <= 2 * 1024 * 1024
-    assert runner._tile(LoadedModel(None, "m", 1, True, None, 16, passes=1)) == 1024
+    assert runner.tile_for(LoadedModel(None, "m", 1, True, None, 16, passes=1)) == 1024
 
 
 def _noise_level_echo(path: Path) -> Path:
