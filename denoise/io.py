@@ -73,12 +73,13 @@ class Decoded:
 
     pixels: np.ndarray
     alpha: np.ndarray | None  # the alpha plane in its original dtype, passed through untouched
-    bits: int  # 8 or 16 (32 for float TIFFs: written back as float to TIFF, else as 16-bit)
+    bits: int  # 8 or 16 (32 for float and 32-bit integer TIFFs: written back so to TIFF, else as 16-bit)
     format: str  # Pillow format name of the source
     info: dict  # exif / icc_profile / dpi / progressive to copy to the output
-    # float sources only: the (low, high) that ``pixels`` 0 and 1 stand for, so values outside
-    # [0, 1] survive a float round trip instead of being clipped
+    # 32-bit sources only: the (low, high) that ``pixels`` 0 and 1 stand for, so values outside
+    # [0, 1] (float) or [0, 65535] (integer) survive a round trip instead of being clipped
     value_range: tuple[float, float] | None = None
+    integer: bool = False  # a 32-bit source held integers: written back rounded, as int32
 
 
 def is_image_name(path: Path) -> bool:
@@ -299,18 +300,17 @@ def _from_pillow(image: Image.Image, source_format: str, info: dict) -> Decoded:
 
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         array = np.asarray(image)
-        bits = 16
-        if array.dtype != np.uint16:  # mode I: 32-bit ints holding 16-bit values
-            array = np.clip(array, 0, 65535).astype(np.uint16)
-        return Decoded(_unit(array)[..., None], None, bits, source_format, info)
+        if array.dtype == np.uint16 or (array.min() >= 0 and array.max() <= 65535):  # mode I often holds 16 bits
+            return Decoded(_unit(array.astype(np.uint16))[..., None], None, 16, source_format, info)
+        # 32-bit integers beyond 16 bits (photon counts, negative offsets): scaled like floats
+        return _scaled(array.astype(np.float64), (float(array.min()), float(array.max())), source_format, info,
+                       integer=True)
     if mode == "F":
         array = np.asarray(image, dtype=np.float32)
         finite = array[np.isfinite(array)]
         low = min(0.0, float(finite.min())) if finite.size else 0.0
         high = max(1.0, float(finite.max())) if finite.size else 1.0
-        array = np.nan_to_num(array, nan=low, posinf=high, neginf=low)
-        unit = ((array.astype(np.float64) - low) / (high - low)).astype(np.float32)
-        return Decoded(np.clip(unit, 0.0, 1.0)[..., None], None, 32, source_format, info, (low, high))
+        return _scaled(np.nan_to_num(array, nan=low, posinf=high, neginf=low), (low, high), source_format, info)
     if mode in ("L", "LA", "RGB", "RGBA"):
         array = np.asarray(image)
         if array.ndim == 2:
@@ -320,6 +320,14 @@ def _from_pillow(image: Image.Image, source_format: str, info: dict) -> Decoded:
         colour = array[..., :-1] if has_alpha else array
         return Decoded(_unit(colour), alpha, 8, source_format, info)
     raise ImageError(f"unsupported image mode {mode}")
+
+
+def _scaled(array: np.ndarray, value_range: tuple[float, float], source_format: str, info: dict,
+            integer: bool = False) -> Decoded:
+    """A 32-bit grey image mapped from ``value_range`` onto [0, 1], the range kept for writing back."""
+    low, high = value_range
+    unit = ((array.astype(np.float64) - low) / ((high - low) or 1.0)).astype(np.float32)
+    return Decoded(np.clip(unit, 0.0, 1.0)[..., None], None, 32, source_format, info, value_range, integer)
 
 
 def load_array(path: Path, channels: int) -> np.ndarray:
@@ -451,10 +459,11 @@ def _for_gif(image: Image.Image) -> tuple[Image.Image, dict]:
 
 
 def _encode_float(decoded: Decoded, pixels: np.ndarray) -> bytes:
-    """A float TIFF back as float32, in the value range it came in."""
+    """A 32-bit TIFF back as float32 or int32, in the value range it came in."""
     low, high = decoded.value_range or (0.0, 1.0)
     unit = np.clip(np.asarray(pixels, np.float64)[..., 0], 0.0, 1.0)
-    image = Image.fromarray((unit * (high - low) + low).astype(np.float32))  # mode F
+    values = unit * (high - low) + low
+    image = Image.fromarray(np.round(values).astype(np.int32) if decoded.integer else values.astype(np.float32))
     buffer = _io.BytesIO()
     _save(image, buffer, "TIFF", _save_options(decoded, "TIFF", 95))
     return buffer.getvalue()

@@ -131,6 +131,11 @@ def make_corpus(folder: Path) -> dict[str, Fail | Ok]:
           Ok((22, 18), "F", "float32"))
     wide = Image.fromarray((gradient(18, 22, dtype=np.float32) * 1000 - 200).astype(np.float32), "F")
     write("float32_wide.tif", encoded(wide, "TIFF"), Ok((22, 18), "F", "float32"))
+    # 32-bit integers: beyond 16 bits they keep their range and type; within it they are 16-bit
+    counts = (gradient(18, 22, dtype=np.float32) * 300_000 - 1_000).round().astype(np.int32)
+    write("int32_wide.tif", encoded(Image.fromarray(counts, "I"), "TIFF"), Ok((22, 18), "I", "int32"))
+    write("int32_16bit.tif", encoded(Image.fromarray(gradient(18, 22, dtype=np.uint16).astype(np.int32), "I"), "TIFF"),
+          Ok((22, 18), "I;16", "uint16"))
     palette = colour.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     write("palette_transparent.png", encoded(palette, "PNG", transparency=0), Ok((40, 48), "RGBA"))
     grey_alpha = Image.merge("LA", (grey, Image.fromarray(np.tile(np.arange(40, dtype=np.uint8) * 6, (48, 1)))))
