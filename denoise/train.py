@@ -13,6 +13,7 @@ entry is written to the ``manifest.json`` beside it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -55,6 +56,7 @@ class TrainOptions:
     command: str = ""
     name: str | None = None  # the registry name, when the output goes to a manifest
     init_from: str | None = None  # a registry name or .keras file a fresh run starts from (fine-tuning)
+    average: float = 0.0  # momentum of a moving average of the weights, validated beside them; 0: none
 
 
 SCHEDULES = ("cosine", "constant")
@@ -74,6 +76,8 @@ def check(options: TrainOptions) -> None:
                          "and no --warmup")
     if options.warmup < 0:
         raise ValueError("--warmup must be 0 or more steps")
+    if not 0.0 <= options.average < 1.0:
+        raise ValueError("--average must be at least 0 (off) and below 1")
     if options.epochs < 1 or options.data.batch_size < 1 or (options.steps_per_epoch or 1) < 1:
         raise ValueError("epochs, batch size and steps per epoch must be at least 1")
     if options.data.patch_size is not None and options.data.patch_size < 4:
@@ -267,7 +271,8 @@ def _new_model(options: TrainOptions, patch: int, images: int, source=None):
     if source is not None:
         _copy_weights(source, model, options.init_from)
     model.compile(
-        optimizer=keras.optimizers.Adam(_learning_rate(options, _steps(options, images))),
+        optimizer=keras.optimizers.Adam(_learning_rate(options, _steps(options, images)), use_ema=options.average > 0,
+                                        ema_momentum=options.average or 0.99),
         loss=_loss(options.loss),
         metrics=[psnr],
     )
@@ -382,16 +387,22 @@ def _checkpointer(options: TrainOptions, folder: Path, state: dict, log, val_set
         def on_epoch_end(self, epoch, logs=None):
             logs = {} if logs is None else logs
             logs.update(validate(self.model, val_set, options.loss))
+            if options.average:
+                with _averaged(self.model):
+                    logs.update({f"average_{key}": value for key, value in validate(self.model, val_set, options.loss).items()})
             state["epoch"] = epoch + 1
             state["seconds"] += time.time() - self.epoch_started
             record = {key: float(value) for key, value in logs.items()}
             record.update(epoch=epoch + 1, seconds=round(state["seconds"], 1))
             self.history.append(record)
             val = record.get("val_psnr", -1.0)
+            average_wins = record.get("average_val_psnr", -1.0) > val
+            val = max(val, record.get("average_val_psnr", -1.0))
             if val > state["best_psnr"]:
                 state["best_psnr"] = val
                 if write_outputs:
-                    _save_inference_model(self.model, Path(options.out))
+                    with _averaged(self.model) if average_wins else contextlib.nullcontext():
+                        _save_inference_model(self.model, Path(options.out))
                     if name:
                         registry.record_training(dataclasses.replace(options, name=name), _summary(state, self.model))
             _save_atomic(self.model, folder / "checkpoint.keras")
@@ -404,6 +415,18 @@ def _checkpointer(options: TrainOptions, folder: Path, state: dict, log, val_set
             _loss_curve(folder / "loss.png", self.history)
 
     return Checkpointer()
+
+
+@contextlib.contextmanager
+def _averaged(model):
+    """The model with its optimizer's moving average of the weights in place of them, for a while."""
+    weights = [variable.numpy() for variable in model.trainable_variables]
+    model.optimizer.finalize_variable_values(model.trainable_variables)
+    try:
+        yield model
+    finally:
+        for variable, value in zip(model.trainable_variables, weights):
+            variable.assign(value)
 
 
 def _write_json(path: Path, value) -> None:

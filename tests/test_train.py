@@ -140,6 +140,25 @@ def test_init_from_starts_a_new_run_from_a_trained_model(images, tmp_path):
     assert code == 2 and "not a registered model" in output and "nor a .keras file" in output
 
 
+def test_average_of_the_weights_is_validated_and_kept_when_it_does_better(images, tmp_path):
+    first = tmp_path / "first.keras"
+    assert invoke("--data", images, *TINY, "--epochs", "3", "--lr", "0.01", "--out", first)[0] == 0
+    # A rate that wrecks the weights after a first step at rate 0 (the average starts from the
+    # weights after the first step), and an average that barely moves from there.
+    second = tmp_path / "second.keras"
+    code, output = invoke("--data", images, *TINY, "--epochs", "2", "--lr", "0.5", "--schedule", "constant",
+                          "--warmup", "1", "--average", "0.999999", "--init-from", first, "--out", second)
+    assert code == 0, output
+    rows = history(second)
+    assert all(row["average_val_psnr"] > row["val_psnr"] + 1 for row in rows)
+    assert rows[0]["average_val_psnr"] == pytest.approx(max(row["val_psnr"] for row in history(first)), abs=0.05)
+    kept = keras.saving.load_model(second, compile=False).get_weights()
+    started = keras.saving.load_model(first, compile=False).get_weights()
+    wrecked = keras.saving.load_model(run_dir(str(second)) / "checkpoint.keras", compile=False).get_weights()
+    assert all(np.allclose(a, b, atol=1e-3) for a, b in zip(kept, started))
+    assert not all(np.allclose(a, b, atol=1e-3) for a, b in zip(kept, wrecked))
+
+
 def test_init_from_a_shipped_model_by_name_takes_its_architecture(images, tmp_path, registry_dir):
     """`--init-from NAME` fine-tunes a registry model with no architecture flags: channels,
     filters, depth, blocks and repeats come from it. A mean of models has no weights to start from."""
