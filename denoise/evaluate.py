@@ -26,7 +26,7 @@ class EvalOptions:
     sigma: str = "auto"  # what the denoiser is told: auto, or a number
     treatment: str = "auto"  # the kind of noise the run assumes (RunOptions.noise)
     seed: int = 0
-    ensemble: bool = False  # the 8-fold geometric self-ensemble (RunOptions.ensemble)
+    ensemble: int = 1  # the geometric self-ensemble's size (RunOptions.ensemble)
     precision: str = "float32"  # RunOptions.precision
     denoised: Path | None = None  # score these outputs instead of running the model
     tile: int = 1024  # as RunOptions.tile
