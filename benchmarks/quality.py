@@ -211,17 +211,19 @@ def run_peer(case: Case, method: str, keep_per_image: bool) -> dict:
     return case.score(outputs, row, keep_per_image)
 
 
-def run_model(case: Case, model: dict, sigma: str, device: str, keep_per_image: bool, ensemble: bool = False,
+def run_model(case: Case, model: dict, sigma: str, device: str, keep_per_image: bool, ensemble: int = 1,
               noise: str = "auto") -> dict:
     """`denoise run` on the folder of noisy PNGs (a subprocess), then score its outputs."""
-    told = ("auto" if sigma == "auto" else "true") + (", ensemble" if ensemble else "")
+    named = {1: "", 8: "ensemble"}.get(ensemble, f"ensemble={ensemble}")  # 8: as `--ensemble` alone
+    told = ("auto" if sigma == "auto" else "true") + (f", {named}" if named else "")
     told += "" if noise == "auto" else f", noise={noise}"
-    tag = f"{model['name']}-sigma-{sigma}" + ("-ensemble" if ensemble else "") + ("" if noise == "auto" else f"-{noise}")
+    tag = f"{model['name']}-sigma-{sigma}" + (f"-{named.replace('=', '')}" if named else "") + (
+        "" if noise == "auto" else f"-{noise}")
     output = case.folder / "denoised" / tag
     report = case.folder / f"{tag}.report.json"
     command = [*common.denoise_command(), "run", str(case.noisy_dir), str(output), "--model", model["arg"],
                "--sigma", sigma, "--quiet", "--overwrite", "--report", str(report), "--device", device, "--format", "png",
-               "--noise", noise, *(["--ensemble"] if ensemble else [])]
+               "--noise", noise, *(["--ensemble", str(ensemble)] if ensemble > 1 else [])]
     timed = common.run_timed(command)
     label = f"denoise {model['name']} (sigma {told})"
     row = case.base_row(f"denoise:{model['name']}:{told.replace(', ', ':')}", label)
@@ -336,7 +338,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"Comma list from {','.join(METHODS)}.")
     parser.add_argument("--skip", default="", help="Comma list of methods to leave out (e.g. bm3d).")
     parser.add_argument("--model-sigmas", default="true,auto",
-                        help="Comma list of what the models are told: true, auto, ensemble (auto with --ensemble).")
+                        help="Comma list of what the models are told: true, auto, ensemble (auto with --ensemble), "
+                             "ensemble2 or ensemble4 (auto with --ensemble 2 or 4).")
     parser.add_argument("--noise-modes", default="auto",
                         help="Comma list of `denoise run --noise` values for the denoise rows (default auto).")
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="cpu", help="Passed to `denoise run`.")
@@ -381,10 +384,11 @@ def main(argv=None) -> int:
                     if model.get("channels") == 3 and not case.colour:
                         continue  # a colour model never serves grey images (--model auto sends them to a grey one)
                     for noise, sigma in itertools.product(args.noise_modes.split(","), args.model_sigmas.split(",")):
-                        value = "auto" if sigma in ("auto", "ensemble") else f"{case.sigma:g}"
+                        value = "auto" if sigma == "auto" or sigma.startswith("ensemble") else f"{case.sigma:g}"
+                        ensemble = int(sigma[len("ensemble"):] or 8) if sigma.startswith("ensemble") else 1
                         if noise not in ("auto", "gaussian") and value != "auto":
                             continue  # those modes measure each image
-                        row = run_model(case, model, value, args.device, keep, ensemble=sigma == "ensemble", noise=noise)
+                        row = run_model(case, model, value, args.device, keep, ensemble=ensemble, noise=noise)
                         rows.append(row)
                         _progress(row)
                         if row.get("ignores_sigma"):

@@ -23,7 +23,7 @@ PEER_ORDER = ["bm3d", "opencv-nlm", "skimage-nlm", "skimage-tv", "skimage-wavele
 
 def method_order(method: str) -> tuple:
     if method.startswith("denoise:"):
-        parts = method.split(":")  # denoise:MODEL:true|auto[:ensemble][:noise=KIND]
+        parts = method.split(":")  # denoise:MODEL:true|auto[:ensemble[=N]][:noise=KIND]
         return (0, parts[1], parts[2:] != ["true"], len(parts))
     return (1, PEER_ORDER.index(method) if method in PEER_ORDER else 99, "")
 
