@@ -94,7 +94,7 @@ def gpu_visible() -> bool:
 
 
 def parse_noise(text: str) -> NoiseSpec:
-    """``25`` (Gaussian sigma), ``gaussian:25``, ``poisson:30``, ``salt-pepper:0.05``."""
+    """``25`` (Gaussian sigma), ``gaussian:25``, ``poisson:30``, ``salt-pepper:0.05``, ``camera:100``."""
     if ":" in text:
         kind, level = text.split(":", 1)
     else:
@@ -105,8 +105,8 @@ def parse_noise(text: str) -> NoiseSpec:
 def noise_label(spec: NoiseSpec) -> str:
     if spec.kind == "gaussian":
         return f"sigma {spec.low:g}"
-    if spec.kind == "poisson":
-        return f"poisson peak {spec.low:g}"
+    if spec.kind in ("poisson", "camera"):
+        return f"{spec.kind} peak {spec.low:g}"
     if spec.kind == "salt-pepper":
         return f"salt-pepper {spec.low * 100:g}%"
     return spec.describe()

@@ -327,7 +327,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--sigmas", nargs="+", default=["15", "25", "50"],
                         help="Gaussian sigmas (or kind:level, e.g. poisson:30; correlated:25 for Gaussian noise "
-                             "spanning about two pixels) for every data set.")
+                             "spanning about two pixels; camera:100 for a camera's noise at 100 photons for white) "
+                             "for every data set.")
     parser.add_argument("--fmnist-sigmas", nargs="+", default=None, help="Override --sigmas for Fashion-MNIST.")
     parser.add_argument("--extra-noises", nargs="*", default=list(EXTRA_NOISES),
                         help="Further noises on Set12 only (default: poisson:30 salt-pepper:0.05; none for none).")

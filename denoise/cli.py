@@ -72,6 +72,7 @@ ENSEMBLE = click.option(
     callback=lambda context, parameter, value: int(value),
     help="Average the model over N flips and quarter turns of each tile (--ensemble alone: 8), for N times the "
          "model time. Set12 at sigma 25: 2 gains 0.08 dB, 4 0.12, 8 0.13; McMaster18: 0.05, 0.10, 0.11.")
+ADDED_NOISES = ("gaussian", "poisson", "salt-pepper", "speckle", "camera")  # noise.KINDS but the mixture
 NOISE_KINDS = ("auto", "gaussian", "poisson", "impulse", "correlated")  # as pipeline.NOISE_KINDS
 NOISE_HELP = (
     "The kind of noise in the images. gaussian: the same level everywhere. poisson: noise that grows with "
@@ -203,10 +204,11 @@ def beam(input_pattern, output_prefix, beam_args, model, sigma, noise, fmt, qual
 
 @main.command("add-noise")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--noise", type=click.Choice(["gaussian", "poisson", "salt-pepper", "speckle"]), default="gaussian",
-              show_default=True, help="Noise type.")
+@click.option("--noise", type=click.Choice(ADDED_NOISES), default="gaussian", show_default=True,
+              help="Noise type. camera: a camera's photon and read noise, strongest in the shadows once "
+                   "gamma-encoded, stronger in red and blue, in grains of about two pixels (demosaicing).")
 @click.option("--level", default="25", show_default=True,
-              help="gaussian: sigma in 0-255 units; poisson: peak photon count (lower is noisier); "
+              help="gaussian: sigma in 0-255 units; poisson and camera: peak photon count (lower is noisier); "
                    "salt-pepper: fraction of pixels hit; speckle: sigma of the multiplicative factor.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed; each file derives its own from it and its name.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
@@ -292,11 +294,12 @@ def models(as_json):
               help="unet: residual blocks per level (default 1); with --init-from a model with fewer, the "
                    "new blocks start as identities.")
 @click.option("--latent-dim", type=click.IntRange(1), default=None, help="dense: size of the code (default 64).")
-@click.option("--noise", type=click.Choice(["gaussian", "poisson", "salt-pepper", "speckle", "mixture"]),
+@click.option("--noise", type=click.Choice([*ADDED_NOISES, "mixture"]),
               default="gaussian", show_default=True, help="Noise added on the fly to every training image.")
 @click.option("--sigma", "level", default=None,
               help="Noise level or range LOW:HIGH drawn per image (units as in `add-noise --level`); default "
-                   "gaussian 0:75, poisson 10:100, salt-pepper 0.01:0.1, speckle 0.05:0.3 (mixture: those).")
+                   "gaussian 0:75, poisson 10:100, salt-pepper 0.01:0.1, speckle 0.05:0.3, camera 25:400 "
+                   "(mixture: one of the first four).")
 @click.option("--clip/--no-clip", default=True, show_default=True, help="Clip noisy images to [0, 1].")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random flips and 90-degree turns.")
 @click.option("--patch-size", type=click.IntRange(4), default=None,
@@ -410,8 +413,8 @@ def _command_line(ctx: click.Context, skip: tuple[str, ...] = ()) -> str:
 
 @main.command("eval")
 @click.argument("clean", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--noise", type=click.Choice(["gaussian", "poisson", "salt-pepper", "speckle"]), default="gaussian",
-              show_default=True, help="Noise added to the clean images.")
+@click.option("--noise", type=click.Choice(ADDED_NOISES), default="gaussian",
+              show_default=True, help="Noise added to the clean images (as `add-noise --noise`).")
 @click.option("--sigma", "level", default="25", show_default=True, help="Noise level (units as in `add-noise --level`).")
 @click.option("--model", default="auto", show_default=True, help="Registry name or .keras file to evaluate.")
 @click.option("--model-sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),

@@ -6,6 +6,11 @@ Levels are given per noise type:
 - ``poisson``: peak photon count of a white pixel (lower is noisier, e.g. 30).
 - ``salt-pepper``: fraction of pixels replaced by black or white (e.g. 0.05).
 - ``speckle``: standard deviation of the multiplicative factor (e.g. 0.2).
+- ``camera``: a camera's noise (see :func:`camera_noise`), given as the photon count of a white
+  pixel, like ``poisson`` (e.g. 100): photon and read noise on the raw values, which the gamma
+  then stretches in the shadows (in the image the noise falls from shadows to highlights), made
+  stronger in red and blue by the white balance and correlated over about two pixels by
+  demosaicing.
 - ``mixture``: each image draws one of the four types above and a level from that type's
   range in :data:`DEFAULT_RANGES`; the level given for the mixture itself is not used.
 
@@ -24,7 +29,7 @@ import math
 
 import numpy as np
 
-KINDS = ("gaussian", "poisson", "salt-pepper", "speckle", "mixture")
+KINDS = ("gaussian", "poisson", "salt-pepper", "speckle", "mixture", "camera")
 
 # Ranges used by ``mixture`` for each component and as the default level of each type.
 DEFAULT_RANGES = {
@@ -32,6 +37,7 @@ DEFAULT_RANGES = {
     "poisson": (10.0, 100.0),
     "salt-pepper": (0.01, 0.1),
     "speckle": (0.05, 0.3),
+    "camera": (25.0, 400.0),  # from dim indoor light to a phone in daylight's shadows
 }
 
 
@@ -48,8 +54,8 @@ class NoiseSpec:
             raise ValueError(f"unknown noise type {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.low > self.high or self.low < 0:
             raise ValueError(f"invalid noise level range {self.low:g}:{self.high:g}")
-        if self.kind == "poisson" and self.low <= 0:
-            raise ValueError("poisson: the peak photon count must be above 0 (lower is noisier)")
+        if self.kind in ("poisson", "camera") and self.low <= 0:
+            raise ValueError(f"{self.kind}: the peak photon count must be above 0 (lower is noisier)")
         if self.kind == "salt-pepper" and self.high > 1:
             raise ValueError("salt-pepper: the fraction of pixels hit must be within 0:1")
 
@@ -86,6 +92,9 @@ def effective_sigma(kind: str, level):
         return 0.5 * level
     if kind == "salt-pepper":
         return 0.5 * level**0.5  # a hit pixel is off by 0.5 whether it turns black or white
+    if kind == "camera":  # green at mid-grey: the raw noise there, times the gamma's slope
+        linear = 0.5**GAMMA
+        return (linear / level + _read_variance(level)) ** 0.5 * 0.5 / (GAMMA * linear)
     raise ValueError(f"no single noise level for {kind!r}")
 
 
@@ -96,6 +105,49 @@ def draw(spec: NoiseSpec, rng: np.random.Generator) -> tuple[str, float]:
         return kind, float(rng.uniform(*DEFAULT_RANGES[kind]))
     level = rng.uniform(spec.low, spec.high) if spec.high > spec.low else spec.low
     return spec.kind, float(level)
+
+
+# The camera model (after Brooks et al., "Unprocessing images for learned raw denoising", CVPR
+# 2019, simplified: no colour matrix, bilinear demosaicing):
+GAMMA = 2.2  # sRGB's transfer curve, as a power
+# Daylight white balance multiplies raw red and blue by about these, and their noise with them.
+WHITE_BALANCE = (2.0, 1.0, 1.7)
+# Bilinear demosaicing of an RGGB mosaic: green from its 4 neighbours, red and blue from 2 or 4.
+_GREEN = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 4.0
+_RED_BLUE = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 4.0
+
+
+def _read_variance(peak):
+    """Read noise that goes with a shot noise of 1 / ``peak``: the line Brooks et al. fit through
+    real cameras' (log shot, log read) noise levels."""
+    return math.exp(1.20) * (1.0 / peak) ** 2.18  # a power, not a log: works on tensors too
+
+
+def _mosaic_sites(height: int, width: int) -> np.ndarray:
+    """(H, W, 3) booleans: where an RGGB Bayer mosaic samples each colour."""
+    rows, columns = np.indices((height, width)) % 2
+    return np.stack([(rows == 0) & (columns == 0), rows != columns, (rows == 1) & (columns == 1)], axis=-1)
+
+
+def camera_noise(image: np.ndarray, peak: float, rng: np.random.Generator) -> np.ndarray:
+    """``image`` (0-255 units, (H, W), (H, W, 1) or (H, W, 3)) as a camera at ``peak`` photons for white
+    would have recorded it: taken back to linear raw values (gamma, white balance undone),
+    photon and read noise added at each pixel's site of an RGGB mosaic, the noise demosaiced,
+    then white-balanced and gamma-encoded again. Only the noise is demosaiced, so the clean
+    picture gains no demosaicing artefacts. Grey images have no mosaic nor white balance."""
+    colour = image.ndim == 3 and image.shape[-1] == 3
+    linear = (np.clip(image if image.ndim == 3 else image[..., None], 0.0, 255.0) / 255.0) ** GAMMA
+    balance = np.asarray(WHITE_BALANCE if colour else (1.0,))
+    raw = linear / balance
+    noise = rng.normal(0.0, 1.0, raw.shape) * np.sqrt(raw / peak + _read_variance(peak))
+    if colour:
+        sparse = np.where(_mosaic_sites(*raw.shape[:2]), noise, 0.0)
+        padded = np.pad(sparse, ((1, 1), (1, 1), (0, 0)), mode="reflect")
+        kernels = np.stack([_RED_BLUE, _GREEN, _RED_BLUE], axis=-1)
+        noise = sum(kernels[dy, dx] * padded[dy : dy + raw.shape[0], dx : dx + raw.shape[1]]
+                    for dy in range(3) for dx in range(3))
+    noisy = np.clip((raw + noise) * balance, 0.0, 1.0) ** (1.0 / GAMMA) * 255.0
+    return noisy if image.ndim == 3 else noisy[..., 0]
 
 
 def seed_for(name: str, seed: int) -> int:
@@ -137,6 +189,8 @@ def _add_noise_scaled(x: np.ndarray, spec: NoiseSpec, rng: np.random.Generator, 
         return rng.poisson(np.clip(x, 0, None) / peak * level) / level * peak
     if kind == "speckle":
         return x + x * rng.normal(0.0, level, size=x.shape)
+    if kind == "camera":
+        return camera_noise(x * (255.0 / peak), level, rng) * (peak / 255.0)
     # salt-pepper: the same pixels flip in every channel, half to black and half to white.
     hit = rng.random(x.shape[:2]) < level
     salt = rng.random(x.shape[:2]) < 0.5
@@ -408,6 +462,8 @@ def _tf_noise(image, kind, level, seeds):
     if kind == "speckle":
         noise = tf.random.stateless_normal(tf.shape(image), seeds[0]) * level
         return image + image * noise, sigma
+    if kind == "camera":
+        return _tf_camera(image, level, seeds[0]), sigma
     # salt-pepper: the same pixels flip in every channel, half to black and half to white.
     shape = tf.shape(image)[:2]
     hit = tf.random.stateless_uniform(shape, seeds[0]) < level
@@ -415,3 +471,21 @@ def _tf_noise(image, kind, level, seeds):
     hit, salt = hit[..., None], salt[..., None]
     noisy = tf.where(hit, tf.where(salt, 1.0, 0.0), image)
     return noisy, sigma
+
+
+def _tf_camera(image, peak, seed):
+    """:func:`camera_noise` for a [0, 1] image (H, W, C) in TensorFlow."""
+    import tensorflow as tf
+
+    colour = image.shape[-1] == 3
+    balance = tf.constant(WHITE_BALANCE if colour else (1.0,), tf.float32)
+    raw = tf.clip_by_value(image, 0.0, 1.0) ** GAMMA / balance
+    noise = tf.random.stateless_normal(tf.shape(raw), seed) * tf.sqrt(raw / peak + _read_variance(peak))
+    if colour:
+        rows = tf.range(tf.shape(raw)[0])[:, None] % 2
+        columns = tf.range(tf.shape(raw)[1])[None, :] % 2
+        sites = tf.stack([(rows == 0) & (columns == 0), rows != columns, (rows == 1) & (columns == 1)], axis=-1)
+        sparse = tf.pad(tf.where(sites, noise, 0.0), [[1, 1], [1, 1], [0, 0]], mode="REFLECT")
+        kernels = tf.constant(np.stack([_RED_BLUE, _GREEN, _RED_BLUE], axis=-1)[..., None])
+        noise = tf.nn.depthwise_conv2d(sparse[None], kernels, [1, 1, 1, 1], "VALID")[0]
+    return tf.clip_by_value((raw + noise) * balance, 0.0, 1.0) ** (1.0 / GAMMA)

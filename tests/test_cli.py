@@ -239,6 +239,10 @@ def test_add_noise_is_deterministic_and_has_the_asked_strength(tmp_path):
     assert invoke("add-noise", tmp_path / "in", tmp_path / "sp", "--noise", "salt-pepper", "--level", "0.1", "-q").exit_code == 0
     salt_pepper = np.asarray(Image.open(tmp_path / "sp" / "flat.png"))
     assert abs(np.isin(salt_pepper, (0, 255)).mean() - 0.1) < 0.02
+    save(tmp_path / "colour" / "flat.png", np.full((64, 64, 3), 128, np.uint8))
+    assert invoke("add-noise", tmp_path / "colour", tmp_path / "cam", "--noise", "camera", "--level", "100", "-q").exit_code == 0
+    camera = np.asarray(Image.open(tmp_path / "cam" / "flat.png"), np.float64).std(axis=(0, 1))
+    assert camera[0] > 1.2 * camera[1] < camera[2] and camera[1] > 5  # white balance: red and blue noisier
 
 
 def test_the_console_script_keeps_exit_codes_and_output(tmp_path, tiny_models):

@@ -66,6 +66,25 @@ def test_speckle_is_multiplicative():
         assert noise.std() == pytest.approx(0.2 * value, rel=0.02)
 
 
+def neighbour_correlation(noise: np.ndarray) -> float:
+    return float(np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1])
+
+
+def test_camera_noise_is_stronger_in_red_and_blue_and_spans_two_pixels_in_colour_only():
+    colour = add_noise(flat(channels=3), NoiseSpec("camera", 100, 100), rng()) - GREY
+    spread = colour.std(axis=(0, 1))
+    assert spread[0] > 1.2 * spread[1] and spread[2] > 1.2 * spread[1]  # white balance: red x2.0, blue x1.7
+    assert all(neighbour_correlation(colour[..., channel]) > 0.3 for channel in range(3))  # demosaiced
+    grey = add_noise(flat(), NoiseSpec("camera", 100, 100), rng())[..., 0] - GREY  # no mosaic
+    assert abs(neighbour_correlation(grey)) < 0.03
+    # Photon noise grows with brightness in the raw values, but the gamma stretches the shadows
+    # more: in the image, shadows are noisier than highlights. Fewer photons are noisier.
+    shadow = add_noise(flat(20.0), NoiseSpec("camera", 100, 100), rng()) - 20.0
+    highlight = add_noise(flat(200.0), NoiseSpec("camera", 100, 100), rng()) - 200.0
+    dim = add_noise(flat(), NoiseSpec("camera", 25, 25), rng()) - GREY
+    assert shadow.std() > 1.3 * highlight.std() and dim.std() > 1.5 * grey.std()
+
+
 def test_mixture_draws_every_type_from_its_default_range():
     generator = rng()
     drawn = [draw(NoiseSpec("mixture", 0, 0), generator) for _ in range(400)]
@@ -223,6 +242,18 @@ def test_tf_poisson_speckle_and_salt_pepper_statistics():
     assert sigma == pytest.approx(effective_sigma("salt-pepper", 0.05), rel=1e-6)
 
 
+def test_tf_camera_noise_has_the_numpy_statistics():
+    spec = NoiseSpec("camera", 50, 50)
+    noisy, sigma = tf_noise(spec, channels=3)
+    expected = add_noise(flat(channels=3), spec, rng()) / 255.0
+    np.testing.assert_allclose(noisy.std(axis=(0, 1)), expected.std(axis=(0, 1)), rtol=0.05)
+    np.testing.assert_allclose(noisy.mean(axis=(0, 1)), expected.mean(axis=(0, 1)), rtol=0.01)
+    assert neighbour_correlation(noisy[..., 1]) == pytest.approx(neighbour_correlation(expected[..., 1]), abs=0.05)
+    assert sigma == pytest.approx(effective_sigma("camera", 50), rel=1e-6)
+    grey, _ = tf_noise(spec)
+    assert grey.std() == pytest.approx((add_noise(flat(), spec, rng()) / 255.0).std(), rel=0.05)
+
+
 def test_tf_noise_is_stateless_clipped_and_a_range_varies_per_seed():
     a, _ = tf_noise(NoiseSpec("gaussian", 50, 50), seed=(0, 7))
     b, _ = tf_noise(NoiseSpec("gaussian", 50, 50), seed=(0, 7))
@@ -263,6 +294,7 @@ def test_parse_levels_and_defaults():
         ("gaussian", "50:10", "invalid noise level range"),
         ("gaussian", "-5", "invalid noise level range"),
         ("poisson", "0:10", "above 0"),
+        ("camera", "0", "above 0"),
         ("salt-pepper", "0.5:2", "within 0:1"),
         ("blur", "1", "unknown noise type"),
     ],
@@ -275,6 +307,6 @@ def test_bad_levels_are_refused_with_a_reason(kind, level, message):
 def test_effective_sigma_is_the_noise_std_at_mid_grey():
     generator = rng()
     mid = flat(127.5)
-    for kind, level in (("gaussian", 25), ("poisson", 20), ("speckle", 0.3), ("salt-pepper", 0.1)):
+    for kind, level in (("gaussian", 25), ("poisson", 20), ("speckle", 0.3), ("salt-pepper", 0.1), ("camera", 100)):
         noisy = add_noise(mid, NoiseSpec(kind, level, level), generator)
         assert (noisy - mid).std() / 255 == pytest.approx(effective_sigma(kind, level), rel=0.05), kind

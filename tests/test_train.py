@@ -196,6 +196,7 @@ def test_init_from_a_unet_with_fewer_repeats_grows_it_without_losing_what_it_lea
     ["--loss", "bce", "--noise", "salt-pepper", "--schedule", "constant", "--reduce-lr-on-plateau", "1", "--epochs", "1",
      "--downscale", "2"],
     ["--noise", "mixture", "--channels", "3", "--arch", "unet", "--depth", "2", "--blocks", "1", "--epochs", "1"],
+    ["--noise", "camera", "--channels", "3", "--arch", "unet", "--depth", "2", "--blocks", "1", "--epochs", "1"],
 ])
 def test_losses_noise_types_and_callbacks(images, tmp_path, extra):
     out = tmp_path / "model.keras"
