@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from denoise import impulses, io, shuffle, tiles as tiling, variance
-from denoise.noise import NoiseSpec, add_noise_uint, estimate_sigma, seed_for
+from denoise.noise import NoiseSpec, add_noise_uint, estimate_level, estimate_sigma, seed_for
 
 NOISE_KINDS = ("auto", "gaussian", "poisson", "impulse", "correlated")  # what --noise can say the images carry
 MARGIN = 32  # overlap between tiles is 2 * MARGIN: more than the networks' useful context
@@ -471,7 +471,7 @@ class Runner:
         loaded = self.model_for(channels)
         split = loaded.channels == 1 and channels == 3
         if self.options.sigma == "auto":
-            sigma = estimate_sigma(pixels) if loaded.noise_level_input else None
+            sigma = estimate_level(pixels) if loaded.noise_level_input else None
         else:
             sigma = float(self.options.sigma)
         job.sigma, job.model = sigma, loaded.name

@@ -15,6 +15,7 @@ from denoise.noise import (
     add_noise_uint,
     draw,
     effective_sigma,
+    estimate_level,
     estimate_sigma,
     seed_for,
 )
@@ -147,6 +148,22 @@ def noisy_unit(clean: np.ndarray, spec: NoiseSpec, seed: int = 0) -> np.ndarray:
 def test_estimate_sigma_is_within_15_percent_on_a_textured_image(sigma, size, channels):
     image = noisy_unit(textured(size, channels), NoiseSpec("gaussian", sigma, sigma))
     assert estimate_sigma(image) == pytest.approx(sigma, rel=0.15)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_estimate_level_reads_noise_spanning_two_pixels_on_every_other_pixel(channels):
+    clean = textured(128, channels)
+    independent = noisy_unit(clean, NoiseSpec("gaussian", 25, 25))
+    assert estimate_level(independent) == estimate_sigma(independent)  # the same on the half-size images
+    # Independent noise of sigma 25 shared with its neighbours (a 3x3 binomial blur, about what
+    # demosaicing does), scaled back to 25 per pixel: the image's patches take most of it for texture.
+    noise = np.random.default_rng(3).normal(0.0, 1.0, clean.shape)
+    padded = np.pad(noise, ((1, 1), (1, 1), (0, 0))[: noise.ndim], mode="reflect")
+    weights = np.outer([1, 2, 1], [1, 2, 1]) / 16.0
+    spread = sum(weights[dy, dx] * padded[dy : dy + 128, dx : dx + 128] for dy in range(3) for dx in range(3))
+    grainy = (clean + spread / spread.std() * 25.0) / 255.0
+    assert estimate_sigma(grainy) < 0.6 * 25
+    assert estimate_level(grainy) == pytest.approx(25, rel=0.25)
 
 
 @pytest.mark.parametrize("quality", [95, 90, 75])

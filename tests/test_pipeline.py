@@ -11,6 +11,7 @@ from PIL import Image
 from conftest import noisy_array, save
 from denoise import models
 from denoise.cli import main
+from denoise.noise import estimate_sigma
 
 
 def test_a_colour_model_is_told_a_grey_image_has_sqrt3_times_the_noise(tmp_path):
@@ -128,8 +129,9 @@ def _noise_level_echo(path: Path) -> Path:
 
 
 def test_correlated_noise_is_measured_and_denoised_at_half_resolution(tmp_path):
-    """--noise correlated: noise in 2x2 grains reads as 6 where it is 20; in the mosaic of the
-    image's four phases it is independent again, and the model is told its level there."""
+    """Noise in 2x2 grains reads as 6 on the image where it is 20; in the mosaic of the image's
+    four phases it is independent again, so --sigma auto reads its level there (estimate_level),
+    and --noise correlated also gives the model the mosaic to denoise."""
     echo = _noise_level_echo(tmp_path / "echo.keras")
     grains = np.kron(np.random.default_rng(1).normal(0, 20, (32, 32)), np.ones((2, 2)))
     image = np.clip(np.round(128 + grains), 0, 255).astype(np.uint8)
@@ -141,8 +143,9 @@ def test_correlated_noise_is_measured_and_denoised_at_half_resolution(tmp_path):
                                            "--model", str(echo)])
         assert result.exit_code == 0, result.output
         told[noise] = float(np.median(np.asarray(Image.open(tmp_path / noise / "grains.png"))))
+    assert estimate_sigma(image / 255.0) < 0.5 * 20
     assert told["correlated"] == pytest.approx(20, rel=0.15)
-    assert told["gaussian"] < 0.5 * told["correlated"]
+    assert told["gaussian"] == pytest.approx(told["correlated"], rel=0.05)
 
 
 def test_correlated_noise_mode_gives_back_every_pixel_in_place(tmp_path):
