@@ -3,8 +3,8 @@
 Each clean image of Set12 (grey) and McMaster18 (colour) gets Gaussian noise by the protocol
 (per-image seed = denoise.noise.seed_for(file name, 0), round, clip to uint8), exactly the noisy
 file `denoise eval` and `benchmarks/quality.py` make. The uint8 noisy image is turned into float
-[0, 1] as `denoise.io` decodes a PNG, and `denoise.noise.estimate_sigma` is called on it as the
-pipeline calls it. For each data set and sigma: the mean estimate, the mean and worst relative
+[0, 1] as `denoise.io` decodes a PNG, and `denoise.noise.estimate_level` (`estimate_sigma` in
+versions before it) is called on it as the pipeline calls it. For each data set and sigma: the mean estimate, the mean and worst relative
 error |estimate - sigma| / sigma (signed errors in the JSON), the fraction of images within 15%,
 and the estimator's wall and CPU seconds per image (read the CPU time on a shared machine).
 `--large` also times one synthetic 6000x4000 colour image.
@@ -34,7 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 import denoise.noise  # noqa: E402
-from denoise.noise import NoiseSpec, estimate_sigma  # noqa: E402
+from denoise.noise import NoiseSpec  # noqa: E402
+
+# What --sigma auto calls: estimate_level, which older versions (measured with PYTHONPATH) lack.
+ESTIMATE = getattr(denoise.noise, "estimate_level", denoise.noise.estimate_sigma)
 
 DATASETS = {"set12": "Set12 (grey)", "mcmaster18": "McMaster18 (colour)"}
 SIGMAS = (5.0, 15.0, 25.0, 50.0)
@@ -42,7 +45,7 @@ TOLERANCE = 0.15
 
 
 def as_decoded(noisy: np.ndarray) -> np.ndarray:
-    """What the pipeline hands estimate_sigma: float32 [0, 1], shape (H, W, C)."""
+    """What the pipeline hands the estimator: float32 [0, 1], shape (H, W, C)."""
     pixels = noisy.astype(np.float32) / 255.0
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
@@ -53,7 +56,7 @@ def measure(images: list[tuple[str, np.ndarray]], sigma: float) -> dict:
         noisy = common.noisy_copy(clean, name, NoiseSpec("gaussian", sigma, sigma))
         pixels = as_decoded(noisy)
         started, cpu_started = time.perf_counter(), time.process_time()
-        estimate = estimate_sigma(pixels)
+        estimate = ESTIMATE(pixels)
         seconds.append(time.perf_counter() - started)
         cpu_seconds.append(time.process_time() - cpu_started)
         per_image[name] = round(float(estimate), 4)
@@ -86,7 +89,7 @@ def large_timing(seed: int = 0) -> dict:
     pixels += rng.normal(0, 15 / 255, size=pixels.shape).astype(np.float32)
     pixels = np.clip(np.round(pixels * 255), 0, 255).astype(np.float32) / 255
     started, cpu_started = time.perf_counter(), time.process_time()
-    estimate = estimate_sigma(pixels)
+    estimate = ESTIMATE(pixels)
     return {"size": f"{width}x{height}x3", "sigma": 15.0, "estimate": round(float(estimate), 3),
             "seconds": round(time.perf_counter() - started, 3),
             "cpu_seconds": round(time.process_time() - cpu_started, 3)}
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n6000x4000 colour: estimate {run['large']['estimate']:.2f} (true 15) in "
               f"{run['large']['seconds']:.2f} s ({run['large']['cpu_seconds']:.2f} CPU s)")
     results = common.load_json(args.out)
-    results.update(what="denoise.noise.estimate_sigma on protocol noisy uint8 images (seed_for(file name, 0))",
+    results.update(what=f"denoise.noise.{ESTIMATE.__name__} on protocol noisy uint8 images (seed_for(file name, 0))",
                    tolerance=TOLERANCE, machine=common.machine())
     results.setdefault("runs", {})[args.label or measured["sha256"][:12]] = run
     common.save_json(args.out, results)
