@@ -11,7 +11,7 @@ Levels are given per noise type:
   then stretches in the shadows (in the image the noise falls from shadows to highlights), made
   stronger in red and blue by the white balance and correlated over about two pixels by
   demosaicing.
-- ``mixture``: each image draws one of the four types above and a level from that type's
+- ``mixture``: each image draws one of the first four types above and a level from that type's
   range in :data:`DEFAULT_RANGES`; the level given for the mixture itself is not used.
 
 A level may be a single number ``25`` or a range ``10:50`` from which each image draws uniformly.
