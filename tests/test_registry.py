@@ -70,3 +70,37 @@ def test_colour_images_go_to_the_mean_when_it_is_the_colour_default(tmp_path, re
     report = json.loads((tmp_path / "auto.json").read_text())
     assert {Path(row["input"]).name: row["model"] for row in report["files"]} == {
         "photo.png": "color+gray", "scan.png": "unet-gray"}
+
+
+def add_camera_models(folder):
+    """Copies of the tiny U-Nets registered as the models for a camera's noise."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in list(manifest["models"]):
+        role = "gray-camera" if entry["channels"] == 1 else "color-camera"
+        manifest["models"].append({**entry, "name": role, "default_for": [role]})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_noise_camera_routes_each_image_to_the_camera_model_for_its_channels(tmp_path, registry_dir):
+    save(tmp_path / "in" / "photo.png", noisy_array(20, 28, 3))
+    save(tmp_path / "in" / "scan.png", noisy_array(20, 28, 1))
+    add_camera_models(registry_dir)
+    used = {}
+    for noise in ("auto", "camera"):
+        report = tmp_path / f"{noise}.json"
+        result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / noise), "-q", "--noise", noise,
+                                           "--report", str(report)])
+        assert result.exit_code == 0, result.output
+        used[noise] = {Path(row["input"]).name: (row["model"], row["noise"])
+                       for row in json.loads(report.read_text())["files"]}
+    assert used["camera"] == {"photo.png": ("color-camera", "camera"), "scan.png": ("gray-camera", "camera")}
+    assert {name: model for name, (model, _) in used["auto"].items()} == {"photo.png": "unet-color",
+                                                                          "scan.png": "unet-gray"}
+
+
+def test_without_camera_models_noise_camera_falls_back_to_the_defaults(registry_dir):
+    assert registry.default_name(3, noise="camera") == "unet-color"
+    assert registry.default_name(1, noise="camera") == "unet-gray"
+    add_camera_models(registry_dir)
+    assert registry.default_name(3, noise="camera") == "color-camera"
+    assert registry.default_name(3) == "unet-color"
