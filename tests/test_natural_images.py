@@ -160,3 +160,47 @@ def test_train_skips_finished_gpu_stages_and_names_a_missing_starting_model(tmp_
     (run / "stage5.keras").write_bytes(b"model")
     natural_images.train("gray", tmp_path / "data", tmp_path / "weights")
     assert ran[-1][1:3] == [str(natural_images.ROOT / natural_images.GPU_SCRIPT), str(run / "stage5.keras")]
+
+
+def test_a_camera_model_is_fine_tuned_from_its_start_models_shipped_file_on_camera_noise():
+    color = natural_images.train_commands("color", Path("data"), Path("weights/color.keras"))
+    camera = natural_images.train_commands("color-camera", Path("data"), Path("weights/color-camera.keras"))
+    assert camera[:-2] == color  # one command rebuilds it from scratch
+    assert camera[-2] == ["python", natural_images.THIS_SCRIPT, "ship", "color", "--datasets", "data"]
+    tune = camera[-1]
+    assert tune[tune.index("--init-from") + 1] == "weights/color.keras"
+    assert tune[tune.index("--out") + 1] == "weights/color-camera.keras.run/stage1.keras"
+    assert tune[tune.index("--noise") + 1] == "camera" and tune[tune.index("--channels") + 1] == "3"
+    assert tune[tune.index("--val-data") + 1] == str(Path("data") / "mcmaster18")
+    grey = natural_images.train_commands("gray-camera", Path("data"), Path("weights/gray-camera.keras"))[-1]
+    assert grey[grey.index("--init-from") + 1] == "weights/gray-large.keras"
+    assert grey[grey.index("--channels") + 1] == "1" and grey[grey.index("--val-data") + 1] == str(Path("data") / "set12")
+    assert natural_images.stage_outputs(Path("w/gray-camera.keras"), "gray-camera")[-2:] == [
+        Path("w/gray-large.keras.run/stage1.keras"), Path("w/gray-camera.keras.run/stage1.keras")]
+
+
+def test_train_ships_the_start_model_first_only_when_it_is_not_shipped(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(natural_images.subprocess, "call", lambda command, **_: ran.append(command) or 0)
+    weights = tmp_path / "weights"
+    run = weights / "color.keras.run"
+    run.mkdir(parents=True)
+    gpu_log(run / "stage5.keras.json", steps=3000, last_step=3000)
+    natural_images.train("color-camera", tmp_path / "data", weights)
+    assert [command[1] for command in ran[-2:]] == [str(natural_images.ROOT / natural_images.THIS_SCRIPT), "train"]
+    assert ran[-2][2:4] == ["ship", "color"]
+
+    ran.clear()
+    (weights / "color.keras").write_bytes(b"model")
+    (weights / "manifest.json").write_text(json.dumps({"models": [{"name": "color", "file": "color.keras"}]}))
+    natural_images.train("color-camera", tmp_path / "data", weights)
+    assert [command[1] for command in ran] == ["train"] * 5  # color's four CPU stages, then the fine-tuning
+
+
+def test_the_camera_models_serve_a_cameras_noise_and_never_the_gaussian_defaults():
+    models = [*entries(color_psnr=30.89, gray_channelwise_psnr=31.09),
+              {"name": "gray-camera", "default_for": [], "metrics": {"set12_psnr_sigma25": 40.0}},
+              {"name": "color-camera", "default_for": ["color"], "metrics": {"mcmaster18_psnr_sigma25": 40.0}}]
+    natural_images._assign_defaults(models)
+    assert [model["default_for"] for model in models] == [[], ["gray", "color"], [], ["gray-camera"],
+                                                          ["color-camera"]]
