@@ -261,8 +261,9 @@ def models(as_json):
     for entry in entries:
         noise = entry.get("noise", {})
         metrics = entry.get("metrics", {})
-        # The headline figures: denoised PSNR at each sigma with the true sigma.
-        headline = {key: value for key, value in metrics.items() if "_psnr_sigma" in key
+        # The headline figures: denoised PSNR at each sigma with the true sigma, or for a camera's
+        # noise at each photon count.
+        headline = {key: value for key, value in metrics.items() if ("_psnr_sigma" in key or "_psnr_camera" in key)
                     and "noisy" not in key and not key.endswith("_auto")}
         groups: dict[str, list[str]] = {}  # data set -> "sigmaN PSNR"
         for key, value in headline.items():

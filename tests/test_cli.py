@@ -217,6 +217,11 @@ def test_models_shows_the_headline_psnr_per_data_set(registry_dir):
     (registry_dir / "manifest.json").write_text(json.dumps(manifest))
     row = next(line for line in invoke("models").output.splitlines() if line.startswith("unet-gray"))
     assert row.endswith("set12: sigma25 29.93, sigma50 26.90 dB; mcmaster18_channelwise: sigma25 30.94 dB")
+    manifest["models"][1]["metrics"] = {"mcmaster18_psnr_camera200": 32.48, "mcmaster18_noisy_psnr_camera200": 27.1,
+                                        "mcmaster18_psnr_gaussian_sigma25_auto": 24.35}
+    (registry_dir / "manifest.json").write_text(json.dumps(manifest))
+    row = next(line for line in invoke("models").output.splitlines() if line.startswith("unet-color"))
+    assert row.endswith("mcmaster18: camera200 32.48 dB")
 
 
 def test_models_with_a_corrupt_manifest_is_a_one_line_error(registry_dir):

@@ -247,7 +247,8 @@ def ship(name: str, datasets: Path, source: Path, weights: Path) -> dict:
         "model_args": model_args, "channels": spec["channels"],
         "noise": ({"type": "camera", "low": 25.0, "high": 400.0, "clip": True} if spec.get("camera")
                   else {"type": "gaussian", "low": 0.0, "high": 75.0, "clip": True}),
-        "data": " + ".join(dict.fromkeys(command[command.index("--data") + 1] for command in commands)),
+        "data": " + ".join(dict.fromkeys(command[command.index("--data") + 1] for command in commands
+                                         if "--data" in command)),
         "validation_data": f"../shared/datasets/{spec['validation']} (validation only)",
         "command": " && ".join(shlex.join(command) for command in commands),
         "rebuild": f"python train_scripts/natural_images.py train {name} --datasets ../shared/datasets",
