@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from denoise import impulses, io, shuffle, tiles as tiling, variance
-from denoise.noise import NoiseSpec, add_noise_uint, estimate_level, estimate_sigma, seed_for
+from denoise.noise import NoiseSpec, add_noise_uint, effective_sigma, estimate_level, estimate_sigma, seed_for
 
 NOISE_KINDS = ("auto", "gaussian", "poisson", "impulse", "correlated", "camera")  # what --noise can say the images carry
 MARGIN = 32  # overlap between tiles is 2 * MARGIN: more than the networks' useful context
@@ -500,10 +500,9 @@ class Runner:
     def _treatment(self, pixels: np.ndarray, sigma: float):
         """How to treat the noise of an image whose Gaussian estimate is ``sigma``: ``(kind, the
         pixels the model sees when not these, the stabiliser, the level the model is told)``."""
-        if self.options.noise == "camera":  # the camera models take it whole, told the level of its mosaic:
-            # demosaiced noise reads low on the image (McMaster18 at 200 photons: 32.48 dB told
-            # this level, 32.33 told estimate_level's, 32.93 told the true one)
-            return "camera", None, None, estimate_sigma(shuffle.to_mosaic(pixels)) if pixels.shape[-1] == 3 else sigma
+        if self.options.noise == "camera":  # the camera models take it whole; colour is told the fitted peak's level
+            peak = variance.camera_peak(pixels) if pixels.shape[-1] == 3 else None
+            return "camera", None, None, sigma if peak is None else 255.0 * effective_sigma("camera", peak)
         if self.options.noise == "correlated":  # four half-size images, each with near-independent noise
             mosaic = shuffle.to_mosaic(pixels)
             return "correlated", mosaic, None, estimate_sigma(mosaic)

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import noisy_array, save
 from denoise import models
 from denoise.cli import main
-from denoise.noise import camera_noise, estimate_sigma
+from denoise.noise import camera_noise, effective_sigma, estimate_sigma
 
 
 def test_a_colour_model_is_told_a_grey_image_has_sqrt3_times_the_noise(tmp_path):
@@ -166,15 +166,15 @@ def test_correlated_noise_mode_gives_back_every_pixel_in_place(tmp_path):
     assert refused.exit_code == 2 and "leave --sigma auto" in refused.output
 
 
-def test_noise_camera_tells_the_model_the_level_of_the_mosaic_and_needs_sigma_auto(tmp_path):
+def test_noise_camera_tells_a_colour_model_the_level_of_the_fitted_peak_and_needs_sigma_auto(tmp_path):
     """A camera's demosaiced noise reads low on the whole image; --noise camera tells the model
-    the level of the mosaic of every other pixel, where the noise is independent again, and
-    gives it the image whole."""
+    the mid-grey level of the photon count fitted to the image's green sites, and gives it the
+    image whole."""
     image = keras.Input((None, None, 3), name="image")
     sigma = keras.Input((1,), name="sigma")
     told = models.NoiseLevelMap()(image, sigma)
     keras.Model([image, sigma], keras.layers.Concatenate()([told, told, told])).save(tmp_path / "echo.keras")
-    flat = np.full((64, 64, 3), 128.0)
+    flat = np.full((128, 128, 3), 128.0)
     noisy = np.clip(np.round(camera_noise(flat, 100.0, np.random.default_rng(0))), 0, 255).astype(np.uint8)
     noisy[0, 0], noisy[0, 1] = 0, 255  # the full range: the model's output reads directly as a level
     save(tmp_path / "in" / "photo.png", noisy)
@@ -182,10 +182,8 @@ def test_noise_camera_tells_the_model_the_level_of_the_mosaic_and_needs_sigma_au
                                        "--model", str(tmp_path / "echo.keras")])
     assert result.exit_code == 0, result.output
     level = float(np.median(np.asarray(Image.open(tmp_path / "out" / "photo.png"))))
-    from denoise.shuffle import to_mosaic
-
-    assert level == pytest.approx(estimate_sigma(to_mosaic(noisy / 255.0)), abs=1.0)
-    assert level > 1.2 * estimate_sigma(noisy / 255.0)
+    assert level == pytest.approx(255 * effective_sigma("camera", 100.0), rel=0.15)
+    assert level > 1.4 * estimate_sigma(noisy / 255.0)
     refused = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "out2"), "--noise", "camera",
                                         "--sigma", "10", "--model", str(tmp_path / "echo.keras")])
     assert refused.exit_code == 2 and "leave --sigma auto" in refused.output

@@ -62,3 +62,15 @@ def test_stabilized_noise_has_one_level_and_the_inverse_is_unbiased(function):
         restored = variance.unstabilize(np.array([stabilized.mean()]), function)[0]
         assert restored == pytest.approx(clean, rel=0.01, abs=0.002)
     assert max(spreads) / min(spreads) < 1.1 and all(0.9 < spread < 1.1 for spread in spreads)
+
+
+@pytest.mark.parametrize("peak", [30, 100, 300])
+def test_a_cameras_photon_count_is_read_off_its_green_sites_whichever_way_the_mosaic_lies(peak):
+    clean = np.round(np.repeat(scene()[..., None], 3, axis=-1) * 255).astype(np.uint8)
+    pixels = add_noise_uint(clean, NoiseSpec("camera", peak, peak), np.random.default_rng(0)).astype(np.float32) / 255
+    assert variance.camera_peak(pixels) == pytest.approx(peak, rel=0.3)
+    assert variance.camera_peak(pixels[1:, :]) == pytest.approx(variance.camera_peak(pixels), rel=0.1)  # GRBG
+
+
+def test_an_image_without_whole_blocks_has_no_camera_peak():
+    assert variance.camera_peak(np.zeros((20, 300, 3), np.float32)) is None
