@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train_scripts"))
 import natural_images  # noqa: E402
+from denoise import registry  # noqa: E402
 
 
 def test_stage_two_starts_from_stage_one_with_its_own_options():
@@ -204,3 +205,25 @@ def test_the_camera_models_serve_a_cameras_noise_and_never_the_gaussian_defaults
     natural_images._assign_defaults(models)
     assert [model["default_for"] for model in models] == [[], ["gray", "color"], [], ["gray-camera"],
                                                           ["color-camera"]]
+
+
+def test_measure_updates_a_shipped_models_metrics_and_leaves_its_file(tmp_path, monkeypatch):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "color-camera.keras").write_bytes(b"model")
+    digest = registry.sha256_of(weights / "color-camera.keras")
+    entry = {"name": "color-camera", "file": "color-camera.keras", "sha256": digest, "default_for": [],
+             "metrics": {"mcmaster18_psnr_camera200": 32.48}}
+    (weights / "manifest.json").write_text(json.dumps({"models": [entry]}))
+    measured = []
+    monkeypatch.setattr(natural_images, "_measure_camera",
+                        lambda model, folder, prefix: measured.append((model, folder, prefix)) or
+                        {f"{prefix}_psnr_camera200": 32.79})
+    natural_images.remeasure("color-camera", tmp_path / "data", weights)
+    assert measured == [(weights / "color-camera.keras", tmp_path / "data" / "mcmaster18", "mcmaster18")]
+    saved = json.loads((weights / "manifest.json").read_text())["models"][0]
+    assert saved["metrics"] == {"mcmaster18_psnr_camera200": 32.79} and saved["default_for"] == ["color-camera"]
+    assert (weights / "color-camera.keras").read_bytes() == b"model"
+    (weights / "color-camera.keras").write_bytes(b"replaced")
+    with pytest.raises(SystemExit, match="does not match"):
+        natural_images.remeasure("color-camera", tmp_path / "data", weights)

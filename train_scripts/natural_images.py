@@ -17,7 +17,8 @@ with optimizer, state, history; a GPU stage's log) are committed, so training co
 machine. `ship` copies the best model of the latest stage (or --source) into weights/ without
 its optimizer, measures it by the protocol (Set12 for gray, McMaster18 for color; sigma 15, 25,
 50, with the true sigma and with --sigma auto) and writes its manifest entry, then re-measures
-every mean the model is part of.
+every mean the model is part of. `measure` measures a shipped model again and updates its
+entry, its file untouched (after a change in how `denoise run` treats its images).
 Validation sets are only ever used for validation.
 
 `gray-large`, the grey default, is gray's stage 6 model grown to two residual blocks a level
@@ -233,10 +234,7 @@ def ship(name: str, datasets: Path, source: Path, weights: Path) -> dict:
     stages = [stage for model in outputs[:_stage_of(source, outputs) + 1] if (stage := _stage_record(model))]
     spec = MODELS[name]
     commands = train_commands(name, Path("../shared/datasets"), Path(f"weights/{name}.keras"))
-    measure = _measure_camera if spec.get("camera") else _measure
-    metrics = measure(target, datasets / spec["validation"], spec["validation"])
-    if spec.get("channelwise"):
-        metrics.update(_measure(target, datasets / spec["channelwise"], f"{spec['channelwise']}_channelwise"))
+    metrics = measure(name, target, datasets)
     loaded = registry.load(str(target))
     model_args = {key: value for key, value in models.unet_args(loaded.model).items()
                   if key not in ("channels", "noise_level_input") and (key != "repeats" or value > 1)}
@@ -264,6 +262,34 @@ def ship(name: str, datasets: Path, source: Path, weights: Path) -> dict:
                                        "channel by channel" if spec.get("channelwise") else "")),
     }
     manifest["models"] = [model for model in manifest["models"] if model["name"] != name] + [entry]
+    _assign_defaults(manifest["models"])
+    registry.write_manifest(manifest, weights)
+    return entry
+
+
+def measure(name: str, target: Path, datasets: Path) -> dict:
+    """The metrics of a model by the protocol: on its validation set (camera noise for the camera
+    models), and channel by channel on colour images for the grey ones."""
+    spec = MODELS[name]
+    metrics = (_measure_camera if spec.get("camera") else _measure)(target, datasets / spec["validation"],
+                                                                    spec["validation"])
+    if spec.get("channelwise"):
+        metrics.update(_measure(target, datasets / spec["channelwise"], f"{spec['channelwise']}_channelwise"))
+    return metrics
+
+
+def remeasure(name: str, datasets: Path, weights: Path) -> dict:
+    """Measure a shipped model again (after a change in how `denoise run` treats its images) and
+    update its manifest entry; its file is left as it is."""
+    from denoise import registry
+
+    manifest = registry.load_manifest(weights)
+    entry = next((model for model in manifest["models"] if model["name"] == name), None)
+    if entry is None:
+        raise SystemExit(f"{name}: not shipped in {weights}; ship it first")
+    if registry.sha256_of(weights / entry["file"]) != entry["sha256"]:
+        raise SystemExit(f"{name}: {entry['file']} does not match its manifest entry; ship it again")
+    entry["metrics"] = measure(name, weights / entry["file"], datasets)
     _assign_defaults(manifest["models"])
     registry.write_manifest(manifest, weights)
     return entry
@@ -438,7 +464,7 @@ def _jax_has_gpu() -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["train", "ship"])
+    parser.add_argument("action", choices=["train", "ship", "measure"])
     parser.add_argument("model", choices=sorted(MODELS) + sorted(MEANS))
     parser.add_argument("--datasets", type=Path, required=True, help="Folder holding the data sets.")
     parser.add_argument("--weights", type=Path, default=ROOT / "weights", help="Registry folder: training and shipping.")
@@ -451,12 +477,15 @@ def main() -> None:
         if args.action == "train":
             for member in MEANS[args.model]:
                 train(member, args.datasets, args.weights)
-        else:
+        else:  # ship and measure alike: a mean has no file of its own
             print(json.dumps(ship_mean(args.model, args.datasets, args.weights)["metrics"], indent=2))
         return
     out = args.weights / f"{args.model}.keras"
     if args.action == "train":
         train(args.model, args.datasets, args.weights)
+        return
+    if args.action == "measure":
+        print(json.dumps(remeasure(args.model, args.datasets, args.weights)["metrics"], indent=2))
         return
     source = args.source or latest_model(out, args.model)
     print(json.dumps(ship(args.model, args.datasets, source, args.weights)["metrics"], indent=2))
