@@ -478,6 +478,8 @@ class Runner:
         kind, source, stabilizer, level = "gaussian", None, None, sigma
         if self.options.sigma == "auto" and sigma:
             kind, source, stabilizer, level = self._treatment(pixels, sigma)
+            if kind == "camera":  # the report gives the level the camera model is told
+                job.sigma = level
         job.noise = kind if sigma is not None else None
         darkest, brightest = float(pixels.min()), float(pixels.max())
         low, span = stretch(pixels if source is None else source)

@@ -1,5 +1,6 @@
 """The inference pipeline: what the model is told about each image."""
 
+import json
 from pathlib import Path
 
 import keras
@@ -179,10 +180,11 @@ def test_noise_camera_tells_a_colour_model_the_level_of_the_fitted_peak_and_need
     noisy[0, 0], noisy[0, 1] = 0, 255  # the full range: the model's output reads directly as a level
     save(tmp_path / "in" / "photo.png", noisy)
     result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "-q", "--noise", "camera",
-                                       "--model", str(tmp_path / "echo.keras")])
+                                       "--model", str(tmp_path / "echo.keras"), "--report", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
     level = float(np.median(np.asarray(Image.open(tmp_path / "out" / "photo.png"))))
     assert level == pytest.approx(255 * effective_sigma("camera", 100.0), rel=0.15)
+    assert json.loads((tmp_path / "r.json").read_text())["files"][0]["sigma"] == pytest.approx(level, abs=0.5)
     assert level > 1.4 * estimate_sigma(noisy / 255.0)
     refused = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "out2"), "--noise", "camera",
                                         "--sigma", "10", "--model", str(tmp_path / "echo.keras")])
