@@ -84,8 +84,8 @@ NOISE_HELP = (
     "otherwise take for texture; the four half-size images of every other pixel are denoised instead; not in "
     "auto: on independent noise it costs about 3 dB. camera: a camera's own noise in its JPEGs and PNGs (high ISO, "
     "dim light: grainy, coloured, strongest in the shadows), through the models trained on it (color-camera, "
-    "gray-camera); on McMaster18 2-4 dB above CBM3D, but about 6 dB worse than the default on white noise, so not in "
-    "auto. All but gaussian need --sigma auto.")
+    "gray-camera); on McMaster18 2.8-4.8 dB above CBM3D, but 1.4-7 dB worse than the default on white noise, so "
+    "not in auto. All but gaussian need --sigma auto.")
 NOISE = click.option("--noise", type=click.Choice(NOISE_KINDS), default="auto",
                      show_default=True, help=NOISE_HELP)
 PRECISION = click.option(

@@ -53,8 +53,8 @@ MODELS = {
     # gray's time, so color+gray keeps gray (through it colour photos would miss 20x CBM3D's speed).
     "gray-large": dict(start="gray", validation="set12", channels=1, channelwise="mcmaster18"),
     # The shipped models fine-tuned on a camera's noise (CAMERA), for `run --noise camera`: on
-    # McMaster18 at 200 photons color gives 29.33 dB, fine-tuned 32.48 (CBM3D told the RMS:
-    # 30.00), but on white noise of sigma 25 the fine-tuned model falls from 30.96 to about 25.
+    # McMaster18 at 200 photons color gives 29.33 dB, fine-tuned 32.79 (CBM3D told the RMS:
+    # 30.00), but on white noise of sigma 25 the fine-tuned model falls from 30.96 to 24.35.
     "color-camera": dict(start="color", train="bsds400_color", validation="mcmaster18", channels=3, val_count=6,
                          camera=True),
     "gray-camera": dict(start="gray-large", train="bsds400_color", validation="set12", channels=1, val_count=12,
