@@ -213,17 +213,22 @@ def run_peer(case: Case, method: str, keep_per_image: bool) -> dict:
 
 def run_model(case: Case, model: dict, sigma: str, device: str, keep_per_image: bool, ensemble: int = 1,
               noise: str = "auto") -> dict:
-    """`denoise run` on the folder of noisy PNGs (a subprocess), then score its outputs."""
-    named = {1: "", 8: "ensemble"}.get(ensemble, f"ensemble={ensemble}")  # 8: as `--ensemble` alone
-    told = ("auto" if sigma == "auto" else "true") + (f", {named}" if named else "")
+    """`denoise run` on the folder of noisy PNGs (a subprocess), then score its outputs.
+
+    ``ensemble`` N runs the model in float32 N times (the model's own figures); 0 runs it with
+    the defaults of `denoise run` on this machine (the precision and ensemble they chose are
+    recorded)."""
+    named = {0: "", 1: "", 8: "ensemble"}.get(ensemble, f"ensemble={ensemble}")  # 8: as `--ensemble` alone
+    told = ("default" if ensemble == 0 else "auto" if sigma == "auto" else "true") + (f", {named}" if named else "")
     told += "" if noise == "auto" else f", noise={noise}"
     tag = f"{model['name']}-sigma-{sigma}" + (f"-{named.replace('=', '')}" if named else "") + (
+        "-default" if ensemble == 0 else "") + (
         "" if noise == "auto" else f"-{noise}")
     output = case.folder / "denoised" / tag
     report = case.folder / f"{tag}.report.json"
     command = [*common.denoise_command(), "run", str(case.noisy_dir), str(output), "--model", model["arg"],
                "--sigma", sigma, "--quiet", "--overwrite", "--report", str(report), "--device", device, "--format", "png",
-               "--noise", noise, *(["--ensemble", str(ensemble)] if ensemble > 1 else [])]
+               "--noise", noise, *(["--ensemble", str(ensemble), "--precision", "float32"] if ensemble else [])]
     timed = common.run_timed(command)
     label = f"denoise {model['name']} (sigma {told})"
     row = case.base_row(f"denoise:{model['name']}:{told.replace(', ', ':')}", label)
@@ -244,6 +249,7 @@ def run_model(case: Case, model: dict, sigma: str, device: str, keep_per_image: 
         cpu_s_per_mp=round(timed["cpu_s"] / case.megapixels, 4), peak_rss_mib=timed["peak_rss_mib"],
         load_before=timed["load_before"], load_after=timed["load_after"],
         ignores_sigma="no noise-level input" in timed["stderr"],
+        precision=summary.get("precision", "float32"), ensemble=max(entry.get("ensemble") or 1 for entry in files),
     )
     if sigma == "auto" and estimates:
         row["sigma_estimates"] = {"mean": round(float(np.mean(estimates)), 2), "min": min(estimates), "max": max(estimates)}
@@ -340,7 +346,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", default="", help="Comma list of methods to leave out (e.g. bm3d).")
     parser.add_argument("--model-sigmas", default="true,auto",
                         help="Comma list of what the models are told: true, auto, ensemble (auto with --ensemble), "
-                             "ensemble2 or ensemble4 (auto with --ensemble 2 or 4).")
+                             "ensemble2 or ensemble4 (auto with --ensemble 2 or 4), all in float32; default: "
+                             "`denoise run`'s own defaults on this machine (--sigma auto, --precision and --ensemble auto).")
     parser.add_argument("--noise-modes", default="auto",
                         help="Comma list of `denoise run --noise` values for the denoise rows (default auto).")
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="cpu", help="Passed to `denoise run`.")
@@ -385,8 +392,9 @@ def main(argv=None) -> int:
                     if model.get("channels") == 3 and not case.colour:
                         continue  # a colour model never serves grey images (--model auto sends them to a grey one)
                     for noise, sigma in itertools.product(args.noise_modes.split(","), args.model_sigmas.split(",")):
-                        value = "auto" if sigma == "auto" or sigma.startswith("ensemble") else f"{case.sigma:g}"
-                        ensemble = int(sigma[len("ensemble"):] or 8) if sigma.startswith("ensemble") else 1
+                        value = "auto" if sigma in ("auto", "default") or sigma.startswith("ensemble") else f"{case.sigma:g}"
+                        ensemble = (int(sigma[len("ensemble"):] or 8) if sigma.startswith("ensemble")
+                                    else 0 if sigma == "default" else 1)
                         if noise not in ("auto", "gaussian") and value != "auto":
                             continue  # those modes measure each image
                         row = run_model(case, model, value, args.device, keep, ensemble=ensemble, noise=noise)

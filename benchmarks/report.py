@@ -32,6 +32,8 @@ def short_label(row: dict) -> str:
     if row["method"].startswith("denoise:"):
         _, model, sigma, *extras = row["method"].split(":")
         options = "".join(" --ensemble" if extra == "ensemble" else f" --{extra.replace('=', ' ')}" for extra in extras)
+        if sigma == "default":  # `denoise run`'s defaults: say what they chose on the measuring machine
+            return f"**denoise `{model}`**, defaults ({row.get('precision', 'float32')} x{row.get('ensemble', 1)}){options}"
         return f"**denoise `{model}`**, sigma {sigma}{options}"
     return row["label"]
 
@@ -95,6 +97,12 @@ def noise_order(noise: str) -> tuple:
     return (0, float(level.split()[1]), "") if level.startswith("sigma") else (1, 0.0, level)
 
 
+def arithmetic_label(row: dict) -> str:
+    """How the run computed: its precision, and its self-ensemble where it had one."""
+    label = f", {row['precision']}" if row.get("precision") not in (None, "float32") or row.get("ensemble", 1) > 1 else ""
+    return label + (f" x{row['ensemble']}" if row.get("ensemble", 1) > 1 else "")
+
+
 def throughput_table(throughput: dict) -> list[str]:
     cases = throughput.get("cases", {})
     if not cases:
@@ -110,7 +118,7 @@ def throughput_table(throughput: dict) -> list[str]:
         bm3d = row.get("bm3d")
         lines.append("| " + " | ".join([
             f"({row['case']}) {row['what']}", f"`{row['model']}`" + (f" (`{row['serves']}`)" if row.get("serves") else "")
-            + (", `--precision bfloat16`" if row.get("precision") == "bfloat16" else ""), f"{row['images']:,}", f"{row['megapixels']:.1f}",
+            + arithmetic_label(row), f"{row['images']:,}", f"{row['megapixels']:.1f}",
             f"{floor['images_per_s']:.1f}", f"{floor['megapixels_per_s']:.2f}", f"{run['images_per_s']:.2f}",
             f"{run['megapixels_per_s']:.3f}", f"{row['ratio_to_floor']:.1f}", f"{row['ratio_to_floor_cpu']:.1f}",
             f"{row['ratio_to_floor_excluding_startup']:.1f}", f"{run['peak_rss_mib']:.0f} MiB",

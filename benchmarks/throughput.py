@@ -166,12 +166,15 @@ def run_denoise(folder: Path, output: Path, model: str, sigma: str, device: str,
     timed = common.run_timed(command)
     if timed["returncode"]:
         raise SystemExit(f"denoise run failed ({timed['returncode']}):\n{timed['stderr']}")
-    summary = json.loads(report.read_text())["summary"]
+    written = json.loads(report.read_text())
+    summary = written["summary"]
     if not keep:
         shutil.rmtree(output, ignore_errors=True)
     return {"command": "denoise " + " ".join(arguments), "wall_s": timed["wall_s"], "pipeline_s": summary["seconds"],
             "cpu_s": timed["cpu_s"], "peak_rss_mib": timed["peak_rss_mib"], "ok": summary["ok"],
-            "failed": summary["failed"], "load_before": timed["load_before"], "load_after": timed["load_after"]}
+            "failed": summary["failed"], "load_before": timed["load_before"], "load_after": timed["load_after"],
+            "precision": summary.get("precision"),
+            "ensemble": max((row.get("ensemble") or 1 for row in written["files"]), default=None)}
 
 
 def bm3d_per_megapixel(arrays: list[np.ndarray], sigma: float) -> dict:
@@ -253,8 +256,11 @@ def main(argv=None) -> int:
     parser.add_argument("--color-model", default=None, help="Model for the colour cases b and c (default: --model).")
     parser.add_argument("--sigma", default="25", help="--sigma for `denoise run` and BM3D's sigma (default 25).")
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                        help="`denoise run --precision`: the arithmetic of the network's convolutions.")
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="`denoise run --precision`: the arithmetic of the network's convolutions (default: "
+                             "the run's own, which the rows record).")
+    parser.add_argument("--ensemble", choices=["auto", "1", "2", "4", "8"], default="auto",
+                        help="`denoise run --ensemble` (default: the run's own).")
     parser.add_argument("--workers", type=int, default=None, help="Floor threads (default: the pipeline's own).")
     parser.add_argument("--small-count", type=int, default=10_000)
     parser.add_argument("--medium-count", type=int, default=200)
@@ -310,9 +316,11 @@ def main(argv=None) -> int:
         model = models["grey" if grey else "colour"]
         images, megapixels = count_pixels(folder)
         row = {"case": case, "what": CASES[case], "images": images, "megapixels": round(megapixels, 3),
-               "model": model["name"], "sigma": args.sigma, "device": args.device, "precision": args.precision}
-        key = f"{case}/{model['name']}/{args.device}" + ("/bfloat16" if args.precision == "bfloat16" else "")
-        extra = ["--precision", args.precision]
+               "model": model["name"], "sigma": args.sigma, "device": args.device}
+        named = [f"{name}={value}" for name, value in (("precision", args.precision), ("ensemble", args.ensemble))
+                 if value != "auto"]  # the default run keeps the plain key
+        key = "/".join([case, model["name"], args.device, *named])
+        extra = ["--precision", args.precision, "--ensemble", args.ensemble]
         if model["name"] == "auto":  # which model auto picked for these images
             from denoise import registry
 
@@ -343,6 +351,7 @@ def main(argv=None) -> int:
                           "s_per_mp": round(run["wall_s"] / megapixels, 3),
                           "pipeline_s_per_mp": round(run["pipeline_s"] / megapixels, 3),
                           "all_wall_s": [r["wall_s"] for r in runs]}
+        row["precision"], row["ensemble"] = run["precision"], run["ensemble"]  # what the run resolved auto to
         row["ratio_to_floor"] = round(run["wall_s"] / floor["wall_s"], 2)
         row["ratio_to_floor_cpu"] = round(run["cpu_s"] / max(floor["cpu_s"], 1e-9), 2)
         row["ratio_to_floor_excluding_startup"] = round(run["pipeline_s"] / max(floor["inner_s"], 1e-9), 2)

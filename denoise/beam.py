@@ -64,8 +64,8 @@ class BeamOptions:
     tile: int = 1024  # as RunOptions.tile
     batch_size: int = 2  # as RunOptions.batch_size
     device: str = "auto"
-    ensemble: int = 1  # as RunOptions.ensemble
-    precision: str = "float32"  # as RunOptions.precision
+    ensemble: int = 0  # as RunOptions.ensemble
+    precision: str = "auto"  # as RunOptions.precision
     noise: str = "auto"  # as RunOptions.noise
     overwrite: bool = False
     dead_letter: str | None = None  # default: OUTPUT_PREFIX.dead-letter.jsonl
@@ -273,7 +273,7 @@ class DenoiseModelHandler(ModelHandler):
     """
 
     def __init__(self, model: str = "auto", sigma: str = "auto", tile: int = 1024, batch_size: int = 2,
-                 device: str = "auto", ensemble: int = 1, precision: str = "float32", noise: str = "auto"):
+                 device: str = "auto", ensemble: int = 0, precision: str = "auto", noise: str = "auto"):
         super().__init__()
         self.model, self.sigma, self.tile, self.batch_size, self.device = model, sigma, tile, batch_size, device
         self.ensemble, self.precision, self.noise = ensemble, precision, noise

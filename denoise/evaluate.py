@@ -26,8 +26,8 @@ class EvalOptions:
     sigma: str = "auto"  # what the denoiser is told: auto, or a number
     treatment: str = "auto"  # the kind of noise the run assumes (RunOptions.noise)
     seed: int = 0
-    ensemble: int = 1  # the geometric self-ensemble's size (RunOptions.ensemble)
-    precision: str = "float32"  # RunOptions.precision
+    ensemble: int = 0  # the geometric self-ensemble's size (RunOptions.ensemble)
+    precision: str = "auto"  # RunOptions.precision
     denoised: Path | None = None  # score these outputs instead of running the model
     tile: int = 1024  # as RunOptions.tile
     batch_size: int = 2  # as RunOptions.batch_size

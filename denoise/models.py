@@ -236,14 +236,16 @@ PRECISIONS = ("float32", "bfloat16")
 
 
 def computing_in(model: keras.Model, precision: str) -> keras.Model:
-    """``model`` with its inner convolutions computed in ``precision``, for inference.
+    """``model`` with its inner layers computed in ``precision``, for inference.
 
-    ``bfloat16`` runs every (transposed) convolution in bfloat16 with float32 weights, except
-    the first and the last of each network: bfloat16 keeps 8 bits of mantissa, so it would
-    round a bright input pixel by up to a grey level before the network sees it, and the
-    predicted noise likewise. Every other layer stays float32 too. The inner convolutions are
-    nearly all the work: the model runs 1.75 times as fast on a CPU with AVX512-BF16 (or AMX),
-    far slower on one without.
+    ``bfloat16`` runs every layer between the first and the last convolution of each network
+    in bfloat16 with float32 weights; those two and the layers outside them stay float32:
+    bfloat16 keeps 8 bits of mantissa, so it would round a bright input pixel by up to a grey
+    level before the network sees it, and the predicted noise likewise. Inside, the features
+    stay bfloat16 from layer to layer (no casts between a convolution and its sum or ReLU),
+    which halves their memory. gray-large runs 1.85 times as fast on a CPU with AVX512-BF16
+    (0.37 against 0.69 s/MP on an AMD EPYC), for 0.005 dB on Set12 at sigma 25; far slower
+    on a CPU without it.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -251,8 +253,12 @@ def computing_in(model: keras.Model, precision: str) -> keras.Model:
         return model
     inner = set()
     for network in _networks(model):
-        convolutions = [layer for layer in network.layers if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose))]
-        inner.update(id(layer) for layer in convolutions[1:-1])
+        convolutions = [index for index, layer in enumerate(network.layers)
+                        if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose))]
+        if not convolutions:  # a mean of networks: its members have them
+            continue
+        inner.update(id(layer) for layer in network.layers[convolutions[0] + 1 : convolutions[-1]]
+                     if not isinstance(layer, keras.Model))
 
     def clone(layer):
         config = layer.get_config()

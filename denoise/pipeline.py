@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -52,9 +53,9 @@ class RunOptions:
     tile: int = 1024  # tiles about a megapixel: less overlap to recompute than smaller ones, at the same cost per pixel
     batch_size: int = 2  # two 1024x1024 tiles a call: the 2 megapixels that bound memory
     device: str = "auto"
-    ensemble: int = 1  # average the model over this many flips and quarter turns of each tile: 1, 2, 4 or 8
+    ensemble: int = 0  # average the model over this many flips and quarter turns of each tile: 1, 2, 4 or 8; 0: auto (runtime.arithmetic)
     noise: str = "auto"  # auto (photon noise stabilised where found), gaussian, poisson, impulse, correlated or camera
-    precision: str = "float32"  # the convolutions' arithmetic: float32 or bfloat16 (models.computing_in)
+    precision: str = "auto"  # the convolutions' arithmetic: float32, bfloat16 (models.computing_in) or auto (runtime.arithmetic)
     overwrite: bool = False
     dry_run: bool = False
     report: Path | None = None
@@ -76,6 +77,7 @@ class Job:
     reason: str = ""
     sigma: float | None = None
     model: str | None = None  # the model that denoised it
+    ensemble: int | None = None  # the self-ensemble it ran in
     noise: str | None = None  # gaussian, poisson or impulse: how its noise was treated
     started: float = 0.0
     seconds: float = 0.0
@@ -100,10 +102,10 @@ def check_options(options: RunOptions) -> None:
             raise UsageError(f"{options.output}: the output must be a folder, not a file")
     if output.exists() and not output.is_dir():
         raise UsageError(f"{options.output}: the output must be a folder, not a file")
-    if options.precision not in ("float32", "bfloat16"):
-        raise UsageError(f"--precision {options.precision}: choose float32 or bfloat16")
-    if options.ensemble not in ENSEMBLES:
-        raise UsageError(f"--ensemble {options.ensemble}: choose {', '.join(map(str, ENSEMBLES))}")
+    if options.precision not in ("auto", "float32", "bfloat16"):
+        raise UsageError(f"--precision {options.precision}: choose auto, float32 or bfloat16")
+    if options.ensemble != 0 and options.ensemble not in ENSEMBLES:
+        raise UsageError(f"--ensemble {options.ensemble}: choose auto or {', '.join(map(str, ENSEMBLES))}")
     check_noise(options.noise, options.sigma)
 
 
@@ -170,6 +172,7 @@ class Recorder:
         self.options = options
         self.jobs: list[dict] = []
         self.counts = {"ok": 0, "skipped": 0, "failed": 0}
+        self.settings: dict = {}  # what auto resolved to (the precision), for the report
         self.started = time.time()
         self.lock = threading.Lock()
         self.bar = None
@@ -189,7 +192,7 @@ class Recorder:
                     "input": str(job.input), "output": str(job.output), "status": job.status,
                     "reason": job.reason, "seconds": round(job.seconds, 4),
                     "sigma": None if job.sigma is None else round(job.sigma, 3), "noise": job.noise,
-                    "model": job.model,
+                    "model": job.model, "ensemble": job.ensemble,
                 })
             if self.bar is not None:
                 self.bar.update(1)
@@ -197,7 +200,8 @@ class Recorder:
     def summary(self, interrupted: bool = False) -> dict:
         seconds = time.time() - self.started
         done = self.counts["ok"]
-        summary = {**self.counts, "seconds": round(seconds, 3), "images_per_second": round(done / max(seconds, 1e-9), 2)}
+        summary = {**self.counts, "seconds": round(seconds, 3), "images_per_second": round(done / max(seconds, 1e-9), 2),
+                   **self.settings}
         if interrupted:
             summary["interrupted"] = True
         return summary
@@ -385,14 +389,16 @@ ENSEMBLES = {
 def self_ensemble(function, images, sigmas, size: int = 8):
     """The mean of ``function`` over ``size`` flips and quarter turns of NHWC ``images`` (see
     ENSEMBLES), each turned back (a quarter turn swaps height and width; turning back restores
-    them)."""
+    them). Each pass starts after the one before ends, so memory holds one pass at a time."""
     import tensorflow as tf
 
-    total = 0.0
+    total, previous = 0.0, []
     for turns, mirrored in ENSEMBLES[size]:
-        turned = tf.image.rot90(images, turns)
-        turned = tf.reverse(turned, [2]) if mirrored else turned
-        result = function(turned, sigmas)
+        with tf.control_dependencies(previous):
+            turned = tf.image.rot90(images, turns)
+            turned = tf.reverse(turned, [2]) if mirrored else turned
+            result = function(turned, sigmas)
+        previous = [result]
         result = tf.reverse(result, [2]) if mirrored else result
         total += tf.image.rot90(result, (4 - turns) % 4)
     return total / size
@@ -434,18 +440,38 @@ class Runner:
                 self.warn(f"denoise: warning: model {loaded.name} has no noise-level input; --sigma is ignored")
         return self.models[name]
 
+    @functools.cached_property
+    def machine(self) -> tuple[bool, bool | None]:
+        """(a GPU is visible, the CPU computes bfloat16 natively); warns where an asked-for bfloat16
+        would run slower than float32."""
+        import tensorflow as tf
+
+        from denoise import runtime
+
+        gpu = bool(tf.config.get_visible_devices("GPU"))
+        native = None if gpu else runtime.native_bfloat16()
+        if self.options.precision == "bfloat16" and native is False:
+            self.warn("denoise: warning: this CPU has no native bfloat16 (AVX512-BF16 or AMX): "
+                      "--precision bfloat16 runs slower than float32 here")
+        return gpu, native
+
+    def arithmetic(self, loaded=None) -> tuple[str, int]:
+        """(precision, ensemble size) for ``loaded`` (a one-network model where None), with auto
+        resolved for this machine (runtime.arithmetic)."""
+        from denoise import runtime
+
+        return runtime.arithmetic(self.options.precision, self.options.ensemble, *self.machine,
+                                  passes=1 if loaded is None else loaded.passes)
+
     def function(self, loaded):
         """One ``tf.function`` per model, traced once for any batch and tile size."""
         import tensorflow as tf
 
         if loaded.name not in self.functions:
-            from denoise import models, runtime
+            from denoise import models
 
-            if (self.options.precision == "bfloat16" and not self.functions and not tf.config.get_visible_devices("GPU")
-                    and runtime.native_bfloat16() is False):
-                self.warn("denoise: warning: this CPU has no native bfloat16 (AVX512-BF16 or AMX): "
-                          "--precision bfloat16 runs slower than float32 here")
-            model = models.computing_in(loaded.model, self.options.precision)
+            precision, ensemble = self.arithmetic(loaded)
+            model = models.computing_in(loaded.model, precision)
             height = loaded.tile_size
             image_spec = tf.TensorSpec([None, height, height, loaded.channels], tf.float32)
             sigma_spec = tf.TensorSpec([None, 1], tf.float32)
@@ -456,7 +482,6 @@ class Runner:
 
             @tf.function(input_signature=[image_spec, sigma_spec])
             def infer(images, sigmas):
-                ensemble = self.options.ensemble
                 return self_ensemble(call, images, sigmas, ensemble) if ensemble > 1 else call(images, sigmas)
 
             self.functions[loaded.name] = infer
@@ -474,7 +499,7 @@ class Runner:
             sigma = estimate_level(pixels) if loaded.noise_level_input else None
         else:
             sigma = float(self.options.sigma)
-        job.sigma, job.model = sigma, loaded.name
+        job.sigma, job.model, job.ensemble = sigma, loaded.name, self.arithmetic(loaded)[1]
         kind, source, stabilizer, level = "gaussian", None, None, sigma
         if self.options.sigma == "auto" and sigma:
             kind, source, stabilizer, level = self._treatment(pixels, sigma)
@@ -646,6 +671,7 @@ def run_batch(options: RunOptions) -> dict:
         reader = _ReadAhead(plan(options), runner.prepare_if_ready, options.workers)
         with contextlib.closing(reader), concurrent.futures.ThreadPoolExecutor(options.workers) as writers:
             _select_device(options.device)  # TensorFlow loads while the reader decodes
+            recorder.settings["precision"] = runner.arithmetic()[0]
             batcher = _Batcher(runner, options, writers, recorder)
             for job, prepared in reader:
                 if job.status != "pending" or prepared is None:

@@ -139,7 +139,7 @@ def test_ensemble_makes_the_result_independent_of_the_orientations_it_averages(t
         save(tmp_path / "in" / name, np.ascontiguousarray(pixels))
     # One model call sees each orientation differently; the mean over a mirror pair does not
     # see the mirror, over the four turns not the turn, over all eight neither.
-    for size, invariant in (((), ()), (("--ensemble", "2"), ("mirrored",)), (("--ensemble", "4"), ("turned",)),
+    for size, invariant in ((("--ensemble", "1"), ()), (("--ensemble", "2"), ("mirrored",)), (("--ensemble", "4"), ("turned",)),
                             (("--ensemble",), ("mirrored", "turned"))):
         out = tmp_path / f"out{'-'.join(size)}"
         args = ("run", tmp_path / "in", out, "-q", "--sigma", "25", "--model", tiny_models["unet-gray"], *size)
@@ -161,7 +161,7 @@ def test_bfloat16_gives_nearly_the_float32_result_and_warns_where_the_cpu_lacks_
         monkeypatch.setattr(runtime, "native_bfloat16", lambda: native)
         out = tmp_path / precision
         args = ("run", tmp_path / "in", out, "-q", "--sigma", "25", "--model", tiny_models["unet-gray"],
-                "--precision", "float32" if precision == "float32" else "bfloat16")
+                "--ensemble", "1", "--precision", "float32" if precision == "float32" else "bfloat16")
         result = invoke(*args)
         assert result.exit_code == 0
         assert ("no native bfloat16" in result.stderr) == (precision == "emulated")
@@ -170,6 +170,27 @@ def test_bfloat16_gives_nearly_the_float32_result_and_warns_where_the_cpu_lacks_
     assert np.abs(results["bfloat16"] - results["float32"]).max() <= 3
     assert np.array_equal(results["bfloat16"], results["emulated"])  # slower, not different
     assert invoke("run", tmp_path / "in", tmp_path / "o", "--precision", "half").exit_code == 2
+
+
+def test_auto_arithmetic_follows_the_cpu_and_the_report_says_what_it_chose(tmp_path, tiny_models, monkeypatch):
+    from denoise import runtime
+
+    save(tmp_path / "in" / "x.png", noisy_array(64, 48, 1))
+    base = ("run", tmp_path / "in", "-q", "--sigma", "25", "--model", tiny_models["unet-gray"])
+
+    def output(name, *args):
+        assert invoke(*base[:2], tmp_path / name, *base[2:], *args).exit_code == 0
+        return np.asarray(Image.open(tmp_path / name / "x.png"))
+
+    for native, named in ((True, ("--precision", "bfloat16", "--ensemble", "2")),
+                          (False, ("--precision", "float32", "--ensemble", "1"))):
+        monkeypatch.setattr(runtime, "native_bfloat16", lambda: native)
+        report = tmp_path / f"report-{native}.json"
+        auto = output(f"auto-{native}", "--report", report)
+        np.testing.assert_array_equal(auto, output(f"named-{native}", *named))
+        written = json.loads(report.read_text())
+        assert written["summary"]["precision"] == named[1]
+        assert written["files"][0]["ensemble"] == int(named[3])
 
 
 def test_format_conversion_and_quality(tmp_path, registry_dir):

@@ -97,7 +97,7 @@ def test_a_unet_with_more_repeats_grows_from_one_with_fewer_and_computes_the_sam
 
 
 
-def test_bfloat16_computes_the_inner_convolutions_alone_in_bfloat16_and_keeps_the_output_float32():
+def test_bfloat16_computes_the_inner_layers_in_bfloat16_and_keeps_the_ends_float32():
     grey, colour = models.unet(filters=4, depth=2, blocks=1), models.unet(channels=3, filters=4, depth=2, blocks=1)
     for model, channels in ((grey, 1), (models.mean_of([colour, grey]), 3)):
         fast = models.computing_in(model, "bfloat16")
@@ -108,8 +108,9 @@ def test_bfloat16_computes_the_inner_convolutions_alone_in_bfloat16_and_keeps_th
         assert not np.array_equal(np.asarray(approximate), exact)
         dtypes = {layer.name: layer.compute_dtype for layer in _all_layers(fast)}
         assert dtypes["down0_conv0"] == dtypes["upsample0"] == dtypes["bottleneck_conv0"] == "bfloat16"
+        assert dtypes["skip0"] == dtypes["down0_relu"] == "bfloat16"  # no casts between the inner layers
         # the first and last convolutions see the image and make the noise estimate: full precision
-        assert dtypes["head"] == dtypes["tail"] == dtypes["residual"] == "float32"
+        assert dtypes["head"] == dtypes["tail"] == dtypes["residual"] == dtypes["with_noise_map"] == "float32"
     assert models.computing_in(grey, "float32") is grey
     with pytest.raises(ValueError, match="unknown precision"):
         models.computing_in(grey, "float16")

@@ -69,7 +69,7 @@ def test_a_dark_image_is_denoised_as_the_same_picture_at_full_range(tmp_path):
     save(tmp_path / "in" / "full.png", picture * 257)
     save(tmp_path / "in" / "dark.png", picture + 1000)
     result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "-q",
-                                       "--model", str(tmp_path / "biased.keras")])
+                                       "--model", str(tmp_path / "biased.keras"), "--precision", "float32"])
     assert result.exit_code == 0, result.output
     full = np.asarray(Image.open(tmp_path / "out" / "full.png")).astype(np.float64)
     dark = np.asarray(Image.open(tmp_path / "out" / "dark.png")).astype(np.float64)

@@ -352,6 +352,10 @@ def _camera_protocol(data_set: str) -> str:
             "auto; PSNR (peak 255) and SSIM (window 11, sigma 1.5, range 255); means over images")
 
 
+# A manifest's figures are the model's own: one float32 pass, whatever `denoise run` defaults to here.
+MODEL_ITSELF = dict(precision="float32", ensemble=1)
+
+
 def _measure_camera(model: Path, folder: Path, prefix: str) -> dict:
     """PSNR / SSIM by the protocol on a camera's noise at 200 and 50 photons, and on Gaussian
     noise of sigma 25, which these models are not for."""
@@ -362,7 +366,7 @@ def _measure_camera(model: Path, folder: Path, prefix: str) -> dict:
     for kind, level, treatment, key in (("camera", 200, "camera", "camera200"), ("camera", 50, "camera", "camera50"),
                                         ("gaussian", 25, "gaussian", "gaussian_sigma25_auto")):
         result = evaluate(EvalOptions(clean=(folder,), noise=NoiseSpec(kind, level, level), model=str(model),
-                                      treatment=treatment))["mean"]
+                                      treatment=treatment, **MODEL_ITSELF))["mean"]
         metrics[f"{prefix}_psnr_{key}"] = round(result["psnr"], 3)
         metrics[f"{prefix}_ssim_{key}"] = round(result["ssim"], 4)
         metrics[f"{prefix}_noisy_psnr_{key}"] = round(result["noisy_psnr"], 3)
@@ -379,7 +383,7 @@ def _measure(model: Path | str, folder: Path, prefix: str) -> dict:
     for sigma in (15, 25, 50):
         for told in (str(sigma), "auto"):
             result = evaluate(EvalOptions(clean=(folder,), noise=NoiseSpec("gaussian", sigma, sigma),
-                                          model=str(model), sigma=told))["mean"]
+                                          model=str(model), sigma=told, **MODEL_ITSELF))["mean"]
             suffix = "" if told != "auto" else "_auto"
             metrics[f"{prefix}_psnr_sigma{sigma}{suffix}"] = round(result["psnr"], 3)
             metrics[f"{prefix}_ssim_sigma{sigma}{suffix}"] = round(result["ssim"], 4)
