@@ -344,7 +344,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="At most N images per folder data set (BM3D is slow).")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"Comma list from {','.join(METHODS)}.")
     parser.add_argument("--skip", default="", help="Comma list of methods to leave out (e.g. bm3d).")
-    parser.add_argument("--model-sigmas", default="true,auto",
+    parser.add_argument("--model-sigmas", default="true,auto,default",
                         help="Comma list of what the models are told: true, auto, ensemble (auto with --ensemble), "
                              "ensemble2 or ensemble4 (auto with --ensemble 2 or 4), all in float32; default: "
                              "`denoise run`'s own defaults on this machine (--sigma auto, --precision and --ensemble auto).")

@@ -61,8 +61,8 @@ class BeamOptions:
     sigma: str = "auto"
     format: str = "keep"
     quality: int = 95
-    tile: int = 1024  # as RunOptions.tile
-    batch_size: int = 2  # as RunOptions.batch_size
+    tile: int = 1440  # as RunOptions.tile
+    batch_size: int = 1  # as RunOptions.batch_size
     device: str = "auto"
     ensemble: int = 0  # as RunOptions.ensemble
     precision: str = "auto"  # as RunOptions.precision
@@ -272,7 +272,7 @@ class DenoiseModelHandler(ModelHandler):
     images into tiles and runs them through the model in batches as ``denoise run`` does.
     """
 
-    def __init__(self, model: str = "auto", sigma: str = "auto", tile: int = 1024, batch_size: int = 2,
+    def __init__(self, model: str = "auto", sigma: str = "auto", tile: int = 1440, batch_size: int = 1,
                  device: str = "auto", ensemble: int = 0, precision: str = "auto", noise: str = "auto"):
         super().__init__()
         self.model, self.sigma, self.tile, self.batch_size, self.device = model, sigma, tile, batch_size, device

@@ -111,9 +111,9 @@ PRECISION = click.option(
               show_default=True, help="Output format; keep writes each image in its input format.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality (a lossless WebP input stays lossless).")
-@click.option("--tile", type=click.IntRange(64, None), default=1024, show_default=True,
+@click.option("--tile", type=click.IntRange(64, None), default=1440, show_default=True,
               help="Images larger than this are processed in overlapping tiles of at most this size.")
-@click.option("--batch-size", type=click.IntRange(1, None), default=2, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, None), default=1, show_default=True,
               help="Tiles of --tile size that run through the model together; smaller images are batched "
                    "to as many pixels. Tile and batch size bound the memory.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
@@ -165,8 +165,8 @@ def run(paths, model, sigma, noise, recursive, fmt, quality, tile, batch_size, d
               show_default=True, help="Output format; keep writes each image in its input format.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality (a lossless WebP input stays lossless).")
-@click.option("--tile", type=click.IntRange(64, None), default=1024, show_default=True, help="As for `denoise run`.")
-@click.option("--batch-size", type=click.IntRange(1, None), default=2, show_default=True, help="As for `denoise run`.")
+@click.option("--tile", type=click.IntRange(64, None), default=1440, show_default=True, help="As for `denoise run`.")
+@click.option("--batch-size", type=click.IntRange(1, None), default=1, show_default=True, help="As for `denoise run`.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="Device on each worker; auto uses a GPU when TensorFlow sees one.")
 @ENSEMBLE

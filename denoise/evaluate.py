@@ -29,8 +29,8 @@ class EvalOptions:
     ensemble: int = 0  # the geometric self-ensemble's size (RunOptions.ensemble)
     precision: str = "auto"  # RunOptions.precision
     denoised: Path | None = None  # score these outputs instead of running the model
-    tile: int = 1024  # as RunOptions.tile
-    batch_size: int = 2  # as RunOptions.batch_size
+    tile: int = 1440  # as RunOptions.tile
+    batch_size: int = 1  # as RunOptions.batch_size
 
 
 def psnr(clean: np.ndarray, test: np.ndarray) -> float:
