@@ -23,6 +23,7 @@ rest of the package.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -236,10 +237,13 @@ class Failure:
     reason: str
 
 
-def _pixels_of(element) -> int:
-    """BatchElements weight of a (keyed) decoded image: its pixel count."""
+def _pixels_of(element, most: int) -> int:
+    """BatchElements weight of a (keyed) decoded image: its pixel count, at most ``most`` (one
+    batch's worth). BatchElements emits the batch so far before an element that would overflow
+    it, an empty one when the element alone is heavier than the batch: the model handler fails
+    on that, so a large photo weighs a full batch and goes alone."""
     decoded = element[1] if isinstance(element, tuple) else element
-    return int(decoded.pixels.shape[0] * decoded.pixels.shape[1])
+    return min(most, int(decoded.pixels.shape[0] * decoded.pixels.shape[1]))
 
 
 _MODEL_CACHE: dict[str, str] = {}
@@ -325,7 +329,8 @@ class DenoiseModelHandler(ModelHandler):
         # Batches are weighed in pixels: at least one model batch's worth (``batch_size`` full
         # tiles), at most four, so small images batch well and memory stays bounded.
         budget = self.batch_size * self.tile * self.tile
-        return {"min_batch_size": budget, "max_batch_size": 4 * budget, "element_size_fn": _pixels_of}
+        return {"min_batch_size": budget, "max_batch_size": 4 * budget,
+                "element_size_fn": functools.partial(_pixels_of, most=budget)}
 
 
 def write_output(target: str, data: bytes) -> None:

@@ -39,11 +39,14 @@ def test_beam_writes_what_run_writes(tmp_path, tiny_models, precision, noise):
     model = tiny_models["unet-gray"]
     make_inputs(tmp_path / "in")
     before = tree_digest(tmp_path / "in")
-    ran = invoke("run", tmp_path / "in", tmp_path / "run", "--model", model, "--tile", 64, "-q",
+    # One 64x64 tile a batch: wide.tif (6,000 pixels) outweighs a batch and must go alone (Beam's
+    # BatchElements would emit an empty batch before it).
+    ran = invoke("run", tmp_path / "in", tmp_path / "run", "--model", model, "--tile", 64, "--batch-size", 1, "-q",
                  "--precision", precision, "--noise", noise)
     assert ran.exit_code == 1  # the bad file
     dead_letter = tmp_path / "dead.jsonl"
-    args = ("beam", tmp_path / "in", tmp_path / "beam", "--model", model, "--tile", 64, "--precision", precision,
+    args = ("beam", tmp_path / "in", tmp_path / "beam", "--model", model, "--tile", 64, "--batch-size", 1,
+            "--precision", precision,
             "--noise", noise, "--dead-letter", dead_letter, "--direct_num_workers", 1)  # a runner option, passed on
     beamed = invoke(*args)
     assert beamed.exit_code == 1, beamed.output
