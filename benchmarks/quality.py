@@ -249,7 +249,7 @@ def run_model(case: Case, model: dict, sigma: str, device: str, keep_per_image: 
         cpu_s_per_mp=round(timed["cpu_s"] / case.megapixels, 4), peak_rss_mib=timed["peak_rss_mib"],
         load_before=timed["load_before"], load_after=timed["load_after"],
         ignores_sigma="no noise-level input" in timed["stderr"],
-        precision=summary.get("precision", "float32"), ensemble=max(entry.get("ensemble") or 1 for entry in files),
+        precision=summary.get("precision", "float32"), ensemble=max((entry.get("ensemble") or 1 for entry in files), default=1),
     )
     if sigma == "auto" and estimates:
         row["sigma_estimates"] = {"mean": round(float(np.mean(estimates)), 2), "min": min(estimates), "max": max(estimates)}

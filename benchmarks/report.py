@@ -98,9 +98,11 @@ def noise_order(noise: str) -> tuple:
 
 
 def arithmetic_label(row: dict) -> str:
-    """How the run computed: its precision, and its self-ensemble where it had one."""
-    label = f", {row['precision']}" if row.get("precision") not in (None, "float32") or row.get("ensemble", 1) > 1 else ""
-    return label + (f" x{row['ensemble']}" if row.get("ensemble", 1) > 1 else "")
+    """How the run computed where not float32 once: its precision, and its self-ensemble."""
+    precision, ensemble = row.get("precision") or "float32", row.get("ensemble") or 1
+    if (precision, ensemble) == ("float32", 1):
+        return ""
+    return f", {precision}" + (f" x{ensemble}" if ensemble > 1 else "")
 
 
 def throughput_table(throughput: dict) -> list[str]:

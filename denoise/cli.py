@@ -95,8 +95,8 @@ PRECISION = click.option(
          "AVX512-BF16 or AMX (0.005 dB lower PSNR) and far slower on CPUs without them; the image and the "
          "output stay float32. auto: bfloat16 on CPUs with it, where --ensemble auto spends the time saved on the "
          "mirror pair of a one-network model such as the grey default (Set12 at sigma 25: 30.27 dB against 30.20; "
-         "a 12 MP grey photo takes 15.0 s against 14.0 in float32); float32 elsewhere and on GPUs. Pin --precision float32 --ensemble 1 for the same outputs on "
-         "every machine.")
+         "a 12 MP grey photo takes 15.0 s against 14.0 in float32); float32 elsewhere and on GPUs. Pin "
+         "--precision float32 --ensemble 1 for the same outputs on every machine.")
 
 
 @main.command()

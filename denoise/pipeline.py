@@ -50,12 +50,14 @@ class RunOptions:
     recursive: bool = True
     format: str = "keep"
     quality: int = 95
-    tile: int = 1440  # tiles of 2 megapixels: less overlap to recompute (a 12 MP photo: 1.09x its pixels, 1.15x at 1024), same cost per pixel
-    batch_size: int = 1  # one such tile a call: the 2 megapixels that bound memory (smaller images are batched to as many)
+    # Tiles of 2 megapixels, one a call (smaller images are batched to as many pixels): what bounds
+    # memory. Less overlap to recompute than smaller ones: a 12 MP photo 1.09x its pixels, 1.15x at 1024.
+    tile: int = 1440
+    batch_size: int = 1
     device: str = "auto"
-    ensemble: int = 0  # average the model over this many flips and quarter turns of each tile: 1, 2, 4 or 8; 0: auto (runtime.arithmetic)
+    ensemble: int = 0  # the mean over this many flips and turns of each tile: 1, 2, 4, 8, or 0: auto (runtime.arithmetic)
     noise: str = "auto"  # auto (photon noise stabilised where found), gaussian, poisson, impulse, correlated or camera
-    precision: str = "auto"  # the convolutions' arithmetic: float32, bfloat16 (models.computing_in) or auto (runtime.arithmetic)
+    precision: str = "auto"  # float32, bfloat16 (models.computing_in) or auto (runtime.arithmetic)
     overwrite: bool = False
     dry_run: bool = False
     report: Path | None = None
@@ -389,16 +391,14 @@ ENSEMBLES = {
 def self_ensemble(function, images, sigmas, size: int = 8):
     """The mean of ``function`` over ``size`` flips and quarter turns of NHWC ``images`` (see
     ENSEMBLES), each turned back (a quarter turn swaps height and width; turning back restores
-    them). Each pass starts after the one before ends (in a graph too), so memory holds one pass."""
+    them). Called eagerly with a traced ``function``: one pass at a time holds memory."""
     import tensorflow as tf
 
-    total, previous = 0.0, []
+    total = 0.0
     for turns, mirrored in ENSEMBLES[size]:
-        with tf.control_dependencies(previous):
-            turned = tf.image.rot90(images, turns)
-            turned = tf.reverse(turned, [2]) if mirrored else turned
-            result = function(turned, sigmas)
-        previous = [result]
+        turned = tf.image.rot90(images, turns)
+        turned = tf.reverse(turned, [2]) if mirrored else turned
+        result = function(turned, sigmas)
         result = tf.reverse(result, [2]) if mirrored else result
         total += tf.image.rot90(result, (4 - turns) % 4)
     return total / size

@@ -49,7 +49,8 @@ def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def arithmetic(precision: str, ensemble: int, gpu: bool, native: bool | None, passes: int = 1) -> tuple[str, int]:
+def arithmetic(precision: str, ensemble: int, gpu: bool, native: bool | None,
+               passes: int = 1) -> tuple[str, int]:
     """The precision and self-ensemble size a model of ``passes`` network evaluations per tile
     runs with, ``precision`` auto and ``ensemble`` 0 (auto) resolved on this machine (``gpu``:
     one is visible; ``native``: :func:`native_bfloat16`).
@@ -58,9 +59,9 @@ def arithmetic(precision: str, ensemble: int, gpu: bool, native: bool | None, pa
     is the image and its mirror image where a single network runs in bfloat16, else one pass.
     There a bfloat16 pass costs about half a float32 one (gray-large: 0.37 against 0.69 s/MP on
     an AMD EPYC with AVX512-BF16), so the pair costs about one float32 pass (a 12 MP grey photo:
-    15.0 s against 14.0), and it gains: Set12 at sigma 25 gives 30.27 dB against 30.20. A mean of networks (``passes`` > 1) is an
-    ensemble already and gains less from bfloat16 (1.6x on a 24 MP photo through color+gray),
-    so it runs once.
+    15.0 s against 14.0), and it gains: Set12 at sigma 25 gives 30.27 dB against 30.20. A mean
+    of networks (``passes`` > 1) is an ensemble already and gains less from bfloat16 (1.6x on a
+    24 MP photo through color+gray), so it runs once.
     """
     if precision == "auto":
         precision = "bfloat16" if native and not gpu else "float32"
