@@ -69,7 +69,7 @@ def quality_tables(quality: dict) -> list[str]:
         header = ["method", *(noise.partition(", ")[0] for noise in noises), "s/MP", "CPU s/MP"]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-        methods = sorted({row["method"] for row in subset}, key=method_order)
+        methods = sorted({row["method"] for row in subset}, key=lambda method: (method_order(method), method))
         best = {noise: max((row["psnr"] for row in subset if row["noise"] == noise and row["method"] != "noisy"), default=None)
                 for noise in noises}
         for method in methods:
