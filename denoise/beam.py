@@ -16,7 +16,7 @@ One bad file never fails the job: a file that cannot be read, decoded, denoised 
 becomes a dead-letter record ``{"input", "output", "stage", "reason"}`` with the same reason
 ``denoise run`` prints. A model that cannot be loaded does fail the job (``run`` exits 2 then).
 
-Needs the ``beam`` extra (``pip install 'denoise[beam]'``); nothing here is imported by the
+Needs the ``beam`` extra (``pip install 'denoise-images[beam]'``); nothing here is imported by the
 rest of the package.
 """
 
@@ -44,7 +44,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from denoise import io, registry
-from denoise.pipeline import UsageError, check_noise
+from denoise.pipeline import InputGuard, UsageError, check_noise, check_side_file, check_strength, one_line
 
 NAMESPACE = "denoise"
 LOCAL_RUNNER = "FnApiRunner"  # the default: in process, no download (see run())
@@ -68,6 +68,7 @@ class BeamOptions:
     ensemble: int = 0  # as RunOptions.ensemble
     precision: str = "auto"  # as RunOptions.precision
     noise: str = "auto"  # as RunOptions.noise
+    strength: float = 1.0  # as RunOptions.strength
     overwrite: bool = False
     dead_letter: str | None = None  # default: OUTPUT_PREFIX.dead-letter.jsonl
     beam_args: tuple[str, ...] = ()
@@ -113,6 +114,7 @@ def target_for(relative: str, options: BeamOptions) -> str:
 def check(options: BeamOptions) -> None:
     """Refuse, before anything runs, what ``denoise run`` refuses with exit status 2."""
     check_noise(options.noise, options.sigma)
+    check_strength(options.strength)
     root, glob = split_pattern(options.input_pattern)
     if is_local(glob) and not _WILDCARD.search(glob) and not os.path.lexists(glob):
         raise UsageError(f"{options.input_pattern}: no such file or folder")
@@ -124,11 +126,18 @@ def check(options: BeamOptions) -> None:
             raise UsageError(f"{options.input_pattern}: the output folder must differ from the input")
     elif options.output_prefix.rstrip("/") + "/" == root:
         raise UsageError(f"{options.input_pattern}: the output folder must differ from the input")
+    if is_local(options.dead_letter_path) and is_local(root):
+        check_side_file(Path(options.dead_letter_path), (Path(root or "."),), "--dead-letter")
     model = options.model
     if model != "auto" and is_local(model) and registry.find(model) is None:
         if Path(model).suffix != ".keras" or not Path(model).is_file():
             known = ", ".join(entry["name"] for entry in registry.entries()) or "none"
             raise UsageError(f"{model}: not a registered model ({known}) nor a .keras file")
+    # A missing or altered model file fails here in one line, not inside the workers.
+    names = [registry.default_name(1, noise=options.noise), registry.default_name(3, noise=options.noise)] \
+        if model == "auto" else [model] if registry.find(model) is not None else []
+    for name in names:
+        registry.verify(name)
 
 
 def _dead(input_path: str, output: str, stage: str, reason: str) -> str:
@@ -138,6 +147,8 @@ def _dead(input_path: str, output: str, stage: str, reason: str) -> str:
 
 class Plan(beam.DoFn):
     """A matched file -> ``(output, (sort key, input))``; non-images and outputs are dropped."""
+
+    DEAD = "dead"
 
     def __init__(self, options: BeamOptions):
         self.options = options
@@ -149,8 +160,11 @@ class Plan(beam.DoFn):
 
     def process(self, metadata):
         # (No bare ``return`` in these generators: Beam warns about mixing it with ``yield``.)
-        path = metadata.path
-        if io.is_image_name(Path(path)) and not self._in_output(path):
+        if isinstance(metadata, tuple):  # a local folder that could not be listed: (folder, reason)
+            folder, reason = metadata
+            yield beam.pvalue.TaggedOutput(self.DEAD, _dead(folder, "", "plan", reason))
+        path = getattr(metadata, "path", metadata)  # Beam's FileMetadata, or a path from the local walk
+        if isinstance(path, str) and io.is_image_name(Path(path)) and not self._in_output(path):
             root = self.root
             if is_local(path):
                 relative = path[len(root):] if path.startswith(root) else os.path.relpath(path, root or ".")
@@ -172,8 +186,11 @@ class Claim(beam.DoFn):
 
     DEAD = "dead"
 
-    def __init__(self, overwrite: bool):
-        self.overwrite = overwrite
+    def __init__(self, options: BeamOptions):
+        self.overwrite = options.overwrite
+        root, _ = split_pattern(options.input_pattern)
+        local = is_local(root) and is_local(options.output_prefix)
+        self.guard = InputGuard((Path(root or "."),), Path(options.output_prefix)) if local else None
 
     def process(self, element):
         target, claims = element
@@ -182,20 +199,16 @@ class Claim(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.DEAD, _dead(path, target, "plan", f"another input is also written to {target}"))
         path = claims[0][1]
         exists = os.path.exists(target) if is_local(target) else FileSystems.exists(target)
-        if exists and is_local(target) and _same_file(target, path):  # inputs are never written
-            reason = f"the output {target} is the input itself; choose another OUTPUT folder"
+        # Inputs are never written, whatever links lead there; a folder in the way fails.
+        reason = self.guard.problem(Path(target), Path(path)) if self.guard is not None else None
+        if reason is None and is_local(target) and os.path.isdir(target):
+            reason = f"a folder is in the way of the output {target}"
+        if reason is not None:
             yield beam.pvalue.TaggedOutput(self.DEAD, _dead(path, target, "plan", reason))
         elif exists and not self.overwrite:
             Metrics.counter(NAMESPACE, "skipped").inc()
         else:
             yield path, target
-
-
-def _same_file(target: str, path: str) -> bool:
-    try:
-        return os.path.samefile(target, path)
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +224,7 @@ def read_decoded(path: str) -> io.Decoded:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
             data = stream.read()
     except Exception as error:  # BeamIOError, a vanished object, a denied read
-        raise io.ImageError(f"cannot read: {_one_line(error)}") from None
+        raise io.ImageError(f"cannot read: {one_line(error)}") from None
     if not data:
         raise io.ImageError("empty file (0 bytes)")
     return io.decode_bytes(data)
@@ -277,10 +290,11 @@ class DenoiseModelHandler(ModelHandler):
     """
 
     def __init__(self, model: str = "auto", sigma: str = "auto", tile: int = 1440, batch_size: int = 1,
-                 device: str = "auto", ensemble: int = 0, precision: str = "auto", noise: str = "auto"):
+                 device: str = "auto", ensemble: int = 0, precision: str = "auto", noise: str = "auto",
+                 strength: float = 1.0):
         super().__init__()
         self.model, self.sigma, self.tile, self.batch_size, self.device = model, sigma, tile, batch_size, device
-        self.ensemble, self.precision, self.noise = ensemble, precision, noise
+        self.ensemble, self.precision, self.noise, self.strength = ensemble, precision, noise, strength
 
     def load_model(self):
         from denoise import pipeline, runtime
@@ -288,7 +302,8 @@ class DenoiseModelHandler(ModelHandler):
         runtime.tensorflow(self.device)
         options = pipeline.RunOptions(inputs=(), output=Path("."), model=local_model(self.model), sigma=self.sigma,
                                       tile=self.tile, batch_size=self.batch_size, device=self.device,
-                                      ensemble=self.ensemble, precision=self.precision, noise=self.noise)
+                                      ensemble=self.ensemble, precision=self.precision, noise=self.noise,
+                                      strength=self.strength)
         runner = pipeline.Runner(options, warn=log.warning)
         # Load now (both defaults under auto): a missing or corrupt model fails the job at once,
         # not every file one by one.
@@ -316,7 +331,7 @@ class DenoiseModelHandler(ModelHandler):
                 except registry.WeightsError:
                     raise
                 except Exception as error:
-                    outputs.append(Failure(f"cannot denoise: {_one_line(error)}"))
+                    outputs.append(Failure(f"cannot denoise: {one_line(error)}"))
         return [PredictionResult(decoded, output) for decoded, output in zip(batch, outputs)]
 
     def get_num_bytes(self, batch) -> int:
@@ -361,15 +376,8 @@ class Write(beam.DoFn):
                 write_output(target, io.encode(result.example, result.inference, fmt, self.quality))
                 Metrics.counter(NAMESPACE, "ok").inc()
             except Exception as error:  # a full disk, a read-only folder, an encoder refusing the data
-                reason = f"cannot write {target}: {_one_line(error)}"
+                reason = f"cannot write {target}: {one_line(error)}"
                 yield beam.pvalue.TaggedOutput(self.DEAD, _dead(path, target, "write", reason))
-
-
-def _one_line(error: Exception) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,14 +390,24 @@ def build(pipeline: beam.Pipeline, options: BeamOptions):
     _, glob = split_pattern(options.input_pattern)
     handler = KeyedModelHandler(DenoiseModelHandler(options.model, options.sigma, options.tile,
                                                     options.batch_size, options.device, options.ensemble,
-                                                    options.precision, options.noise))
+                                                    options.precision, options.noise, options.strength))
+    root, _ = split_pattern(options.input_pattern)
+    if is_local(glob) and glob == root + "**":
+        # A local folder is walked as `run` walks it, so broken links and unreadable folders
+        # reach the dead letter instead of being dropped by the match.
+        found: list = []
+        walk = io.iter_inputs([Path(root)], exclude=Path(options.output_prefix) if is_local(options.output_prefix)
+                              else None, on_error=lambda folder, reason: found.append((str(folder), reason)))
+        found += [str(path) for path, _ in walk]
+        matched = pipeline | "Walk" >> beam.Create(found, reshuffle=False)
+    else:
+        matched = pipeline | "Match" >> fileio.MatchFiles(glob)
+    planned_files = matched | "Plan" >> beam.ParDo(Plan(options)).with_outputs(Plan.DEAD, main="planned")
     planned = (
-        pipeline
-        | "Match" >> fileio.MatchFiles(glob)
-        | "Plan" >> beam.ParDo(Plan(options))
+        planned_files.planned
         # One group per output name: finds duplicates, and spreads the files over the workers.
         | "GroupByOutput" >> beam.GroupByKey()
-        | "Claim" >> beam.ParDo(Claim(options.overwrite)).with_outputs(Claim.DEAD, main="jobs")
+        | "Claim" >> beam.ParDo(Claim(options)).with_outputs(Claim.DEAD, main="jobs")
     )
     read = planned.jobs | "Read" >> beam.ParDo(Read()).with_outputs(Read.DEAD, main="images")
     written = (
@@ -397,7 +415,8 @@ def build(pipeline: beam.Pipeline, options: BeamOptions):
         | "Denoise" >> RunInference(handler)
         | "Write" >> beam.ParDo(Write(options.quality)).with_outputs(Write.DEAD, main="written")
     )
-    dead = (planned[Claim.DEAD], read[Read.DEAD], written[Write.DEAD]) | "DeadLetters" >> beam.Flatten()
+    dead = (planned_files[Plan.DEAD], planned[Claim.DEAD], read[Read.DEAD], written[Write.DEAD]) \
+        | "DeadLetters" >> beam.Flatten()
     dead | "WriteDeadLetters" >> beam.io.WriteToText(options.dead_letter_path, shard_name_template="", num_shards=1)
     return dead
 
@@ -425,7 +444,7 @@ def run(options: BeamOptions) -> dict:
                 summary[counter.key.metric.name] += value or 0
     except Exception:  # a runner that reports no metrics
         summary = {key: None for key in summary}
-    summary.update(seconds=round(seconds, 3), dead_letter=options.dead_letter_path)
+    summary.update(seconds=round(seconds, 3), dead_letter=options.dead_letter_path, strength=options.strength)
     if summary["ok"] is not None:
         summary["images_per_second"] = round(summary["ok"] / max(seconds, 1e-9), 2)
     return summary

@@ -6,9 +6,11 @@ TensorFlow is imported only inside the commands that need it, so ``denoise --hel
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -29,6 +31,11 @@ def entry() -> None:
         code = exit_.code
     if "tensorflow" not in sys.modules:
         sys.exit(code)
+    # A Ctrl-C can end a command while its writer threads finish their last files: wait for them,
+    # or os._exit would leave their temporary files behind.
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(timeout=60)
     if not isinstance(code, int):  # None (success) or a message
         if code is not None:
             print(code, file=sys.stderr)
@@ -53,18 +60,30 @@ def main():
     denoise add-noise ./clean ./noisy  make noisy copies for trying it out
     denoise train --data DIR ...       train a model on your own images
     denoise eval ./clean --sigma 25    measure PSNR/SSIM on clean images
+    denoise compare DIR --out s.png    look at crops at several --strength values
     denoise models                     list the shipped models
     """
 
 
 def _sigma_option(value: str) -> str:
+    """auto, or a level from 0 to 255 (nan, inf and negative levels are refused)."""
     if value != "auto":
         try:
-            if float(value) < 0:
-                raise ValueError
+            level = float(value)
         except ValueError:
-            raise click.BadParameter(f"{value!r} is not 'auto' or a non-negative number") from None
+            level = math.nan
+        if not 0 <= level <= 255:
+            raise click.BadParameter(f"{value!r} is not 'auto' or a level from 0 to 255")
     return value
+
+
+FORMATS = {"keep": "keep", "png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp", "tiff": "tiff", "tif": "tiff"}
+
+
+def format_option(help: str):
+    """--format, with the common spellings of each format (jpg, tif)."""
+    return click.option("--format", "fmt", type=click.Choice(list(FORMATS), case_sensitive=False), default="keep",
+                        show_default=True, callback=lambda context, parameter, value: FORMATS[value.lower()], help=help)
 
 
 ENSEMBLE = click.option(
@@ -97,18 +116,22 @@ PRECISION = click.option(
          "mirror pair of a one-network model such as the grey default (Set12 at sigma 25: 30.27 dB against 30.20; "
          "a 12 MP grey photo takes 15.0 s against 14.0 in float32); float32 elsewhere and on GPUs. Pin "
          "--precision float32 --ensemble 1 for the same outputs on every machine.")
+STRENGTH = click.option(
+    "--strength", type=click.FloatRange(0, 4), default=1.0, show_default=True,
+    help="How much to clean: 1 the default, 0 leaves images as they are, above 1 cleans harder (less grain and "
+         "fine texture). Below 1 part of the input is blended back. Look first with `denoise compare`; figures in "
+         "docs/results.md.")
 
 
-@main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@main.command(options_metavar="[OPTIONS]")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT... OUTPUT")
 @click.option("--model", default="auto", show_default=True,
               help="Registry name (see `denoise models`), a .keras file, or auto: the shipped model for each image (grey or colour).")
 @click.option("--sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
               help="Noise standard deviation in 0-255 units, or auto to estimate it per image.")
 @NOISE
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
-@click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
-              show_default=True, help="Output format; keep writes each image in its input format.")
+@format_option("Output format; keep writes each image in its input format.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality (a lossless WebP input stays lossless).")
 @click.option("--tile", type=click.IntRange(64, None), default=1440, show_default=True,
@@ -120,19 +143,22 @@ PRECISION = click.option(
               help="auto uses a GPU when TensorFlow sees one.")
 @ENSEMBLE
 @PRECISION
+@STRENGTH
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them, so a rerun resumes).")
 @click.option("--dry-run", is_flag=True, help="List what would be done and exit.")
 @click.option("--report", type=click.Path(path_type=Path),
               help="Write a JSON report to this path: the summary, and each file's status, reason, seconds, sigma, "
-                   "noise, model and ensemble; the summary gives the precision.")
+                   "noise, model and ensemble; the summary gives the precision and strength.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(paths, model, sigma, noise, recursive, fmt, quality, tile, batch_size, device, ensemble, precision, overwrite,
-        dry_run, report, quiet):
+def run(paths, model, sigma, noise, recursive, fmt, quality, tile, batch_size, device, ensemble, precision, strength,
+        overwrite, dry_run, report, quiet):
     """Denoise images: INPUT... (files or folders) into the OUTPUT folder.
 
     The output tree mirrors the inputs, with the same file names, format, bit depth, alpha
-    and metadata. Existing outputs are skipped unless --overwrite. Exit status: 0 all done,
-    1 some files failed (each named on stderr), 2 usage error.
+    and metadata. One input file and an OUTPUT with an image name (run a.png clean.png) write
+    that file. Existing outputs are skipped unless --overwrite. Each failure is one line on
+    stderr, and a last line says what was done. Exit status: 0 all done, 1 some files failed,
+    2 usage error.
     """
     from denoise.pipeline import RunOptions, UsageError, run_batch
     from denoise.registry import WeightsError
@@ -142,8 +168,8 @@ def run(paths, model, sigma, noise, recursive, fmt, quality, tile, batch_size, d
     options = RunOptions(
         inputs=tuple(paths[:-1]), output=paths[-1], model=model, sigma=sigma, noise=noise, recursive=recursive,
         format=fmt, quality=quality, tile=tile, batch_size=batch_size, device=device, ensemble=ensemble,
-        precision=precision, overwrite=overwrite, dry_run=dry_run, report=report,
-        progress=not quiet and sys.stderr.isatty(),
+        precision=precision, strength=strength, overwrite=overwrite, dry_run=dry_run, report=report,
+        progress=not quiet and sys.stderr.isatty(), quiet=quiet,
     )
     try:
         summary = run_batch(options)
@@ -161,8 +187,7 @@ def run(paths, model, sigma, noise, recursive, fmt, quality, tile, batch_size, d
 @click.option("--sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
               help="Noise standard deviation in 0-255 units, or auto to estimate it per image.")
 @NOISE
-@click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
-              show_default=True, help="Output format; keep writes each image in its input format.")
+@format_option("Output format; keep writes each image in its input format.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality (a lossless WebP input stays lossless).")
 @click.option("--tile", type=click.IntRange(64, None), default=1440, show_default=True, help="As for `denoise run`.")
@@ -171,10 +196,11 @@ def run(paths, model, sigma, noise, recursive, fmt, quality, tile, batch_size, d
               help="Device on each worker; auto uses a GPU when TensorFlow sees one.")
 @ENSEMBLE
 @PRECISION
+@STRENGTH
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")
 @click.option("--dead-letter", help="JSON-lines file of the files that failed (default OUTPUT_PREFIX.dead-letter.jsonl).")
 def beam(input_pattern, output_prefix, beam_args, model, sigma, noise, fmt, quality, tile, batch_size, device,
-         ensemble, precision, overwrite, dead_letter):
+         ensemble, precision, strength, overwrite, dead_letter):
     """Denoise INPUT_PATTERN (a folder, or a glob such as gs://b/in/**/*.png) into OUTPUT_PREFIX
     with an Apache Beam pipeline; runner options (--runner, --project, ...) follow the two paths.
 
@@ -191,13 +217,13 @@ def beam(input_pattern, output_prefix, beam_args, model, sigma, noise, fmt, qual
     try:
         from denoise import beam as beam_job
     except ImportError as error:
-        _fail(f"denoise beam needs Apache Beam: pip install 'denoise[beam]' ({error})")
+        _fail(f"denoise beam needs Apache Beam: pip install 'denoise-images[beam]' ({error})")
     from denoise.registry import WeightsError
 
     options = beam_job.BeamOptions(
         input_pattern=input_pattern, output_prefix=output_prefix, model=model, sigma=sigma, noise=noise, format=fmt,
         quality=quality, tile=tile, batch_size=batch_size, device=device, ensemble=ensemble, precision=precision,
-        overwrite=overwrite, dead_letter=dead_letter, beam_args=tuple(beam_args),
+        strength=strength, overwrite=overwrite, dead_letter=dead_letter, beam_args=tuple(beam_args),
     )
     try:
         summary = beam_job.run(options)
@@ -210,7 +236,7 @@ def beam(input_pattern, output_prefix, beam_args, model, sigma, noise, fmt, qual
 
 
 @main.command("add-noise")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT... OUTPUT")
 @click.option("--noise", type=click.Choice(ADDED_NOISES), default="gaussian", show_default=True,
               help="Noise type. camera: a camera's photon and read noise, strongest in the shadows once "
                    "gamma-encoded, stronger in red and blue, in grains of about two pixels (demosaicing).")
@@ -219,8 +245,7 @@ def beam(input_pattern, output_prefix, beam_args, model, sigma, noise, fmt, qual
                    "salt-pepper: fraction of pixels hit; speckle: sigma of the multiplicative factor.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed; each file derives its own from it and its name.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
-@click.option("--format", "fmt", type=click.Choice(["keep", "png", "jpeg", "webp", "tiff"]), default="keep",
-              show_default=True, help="Output format (JPEG compresses the noise away: PNG keeps it exact).")
+@format_option("Output format (JPEG compresses the noise away: PNG keeps it exact).")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality (a lossless WebP input stays lossless).")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
 @click.option("--dry-run", is_flag=True, help="List what would be done and exit.")
@@ -238,7 +263,7 @@ def add_noise(paths, noise, level, seed, recursive, fmt, quality, overwrite, dry
         raise click.BadParameter(str(error), param_hint="--level") from None
     options = RunOptions(
         inputs=tuple(paths[:-1]), output=paths[-1], recursive=recursive, format=fmt, quality=quality,
-        overwrite=overwrite, dry_run=dry_run, progress=not quiet and sys.stderr.isatty(),
+        overwrite=overwrite, dry_run=dry_run, progress=not quiet and sys.stderr.isatty(), quiet=quiet,
     )
     try:
         summary = add_noise_batch(options, spec, seed)
@@ -255,9 +280,12 @@ def models(as_json):
 
     try:
         manifest = registry.load_manifest()
-        entries = [entry for entry in manifest["models"] if isinstance(entry, dict) and "name" in entry]
     except registry.WeightsError as error:
         _fail(str(error))
+    entries = manifest["models"]
+    if not entries:
+        _fail(f"no models found in {registry.weights_dir() / 'manifest.json'} (set DENOISE_WEIGHTS to a folder "
+              "with its own manifest.json, or reinstall denoise-images)")
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
@@ -432,10 +460,12 @@ def _command_line(ctx: click.Context, skip: tuple[str, ...] = ()) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (each image derives its own from its name).")
 @ENSEMBLE
 @PRECISION
+@STRENGTH
 @click.option("--denoised", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Score outputs made elsewhere (same relative names) instead of running a model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def evaluate(clean, noise, level, model, model_sigma, model_noise, seed, ensemble, precision, denoised, as_json):
+def evaluate(clean, noise, level, model, model_sigma, model_noise, seed, ensemble, precision, strength, denoised,
+             as_json):
     """Add noise to CLEAN images by the benchmark protocol, denoise, and print PSNR / SSIM.
 
     Noisy inputs are rounded to 8 bits and saved as PNG before denoising, exactly as the
@@ -447,18 +477,111 @@ def evaluate(clean, noise, level, model, model_sigma, model_noise, seed, ensembl
     from denoise.pipeline import UsageError
     from denoise.registry import WeightsError
 
+    try:
+        spec = NoiseSpec.parse(noise, level)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--sigma") from None
     runtime.tensorflow()
-    options = EvalOptions(clean=tuple(clean), noise=NoiseSpec.parse(noise, level), model=model,
+    options = EvalOptions(clean=tuple(clean), noise=spec, model=model,
                           sigma=model_sigma, treatment=model_noise, seed=seed, ensemble=ensemble, precision=precision,
-                          denoised=denoised)
+                          strength=strength, denoised=denoised)
     try:
         results = run_evaluation(options)
     except (UsageError, WeightsError, ValueError) as error:
         _fail(str(error))
+    for failure in results["failed"]:
+        click.echo(f"denoise: {failure['image']}: {failure['reason']}", err=True)
     if as_json:
         click.echo(json.dumps(results, indent=2))
-        return
+    else:
+        _print_scores(results)
+    sys.exit(1 if results["failed"] else 0)
+
+
+def _print_scores(results: dict) -> None:
     click.echo(f"{'image':30s} {'noisy PSNR':>10s} {'PSNR':>8s} {'noisy SSIM':>10s} {'SSIM':>7s}")
     for row in [*results["images"], {"image": "mean", **results["mean"]}]:
         click.echo(f"{row['image'][:30]:30s} {row['noisy_psnr']:10.2f} {row.get('psnr', float('nan')):8.2f} "
                    f"{row['noisy_ssim']:10.4f} {row.get('ssim', float('nan')):7.4f}")
+
+
+def _numbers(context, parameter, value: str) -> tuple[float, ...]:
+    try:
+        numbers = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+    if not numbers or not all(0 <= number <= 4 for number in numbers):
+        raise click.BadParameter(f"{value!r}: give strengths from 0 to 4")
+    return numbers
+
+
+def _names(context, parameter, value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not names:
+        raise click.BadParameter("give at least one")
+    return names
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT...")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The sheet: a .png, or an .html page with the same crops.")
+@click.option("--strengths", default="0.5,1,1.5,2", show_default=True, callback=_numbers,
+              help="The --strength values to show, comma-separated (0-4).")
+@click.option("--models", default="auto", show_default=True, callback=_names,
+              help="Models to show side by side, comma-separated (as `run --model`).")
+@click.option("--noise", "noises", default="auto", show_default=True, callback=_names,
+              help=f"--noise kinds to show side by side, comma-separated ({', '.join(NOISE_KINDS)}).")
+@click.option("--sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
+              help="As for `denoise run`.")
+@click.option("--sample", type=click.IntRange(1, None), default=4, show_default=True,
+              help="Images shown, spread over the inputs.")
+@click.option("--crop", type=click.IntRange(16, None), default=128, show_default=True,
+              help="Side of the crops in pixels: per image its most detailed and its flattest area.")
+@click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="auto uses a GPU when TensorFlow sees one.")
+@ENSEMBLE
+@PRECISION
+@click.option("--json", "as_json", is_flag=True, help="Print the sheet's layout as JSON.")
+def compare(paths, out, strengths, models, noises, sigma, sample, crop, recursive, device, ensemble, precision,
+            as_json):
+    """Show crops of a few of INPUT... (files or folders) denoised at several strengths, side by
+    side at 100% zoom, to pick the --strength (or --model, --noise) for `denoise run`.
+
+    Each crop is told the level `run` reads on its whole image; the columns say the setting and
+    the level told. Runs on a sample and says how long `run` would take on all the inputs.
+    Exit status: 0 done, 2 usage error.
+    """
+    from denoise import io
+    from denoise.compare import CompareOptions, make_sheet
+    from denoise.pipeline import UsageError
+    from denoise.registry import WeightsError
+
+    options = CompareOptions(inputs=tuple(paths), out=out, strengths=strengths, models=models, noises=noises,
+                             sigma=sigma, sample=sample, crop=crop, recursive=recursive, device=device,
+                             ensemble=ensemble, precision=precision)
+    try:
+        layout = make_sheet(options, say=lambda message: click.echo(message, err=True))
+    except (UsageError, WeightsError) as error:
+        _fail(str(error))
+    if as_json:
+        click.echo(json.dumps(layout, indent=2))
+        return
+    width, height = layout["size"]
+    columns = ", ".join(" ".join(label) for label in layout["columns"])
+    click.echo(f"denoise compare: wrote {io.shown(out)} ({width}x{height}): {len(layout['rows'])} crops of "
+               f"{layout['sample']} of {layout['images']} images; columns: {columns}")
+    click.echo(f"denoise compare: `denoise run` on all {layout['images']} images ({layout['megapixels']:.1f} MP) "
+               f"would take about {_duration(layout['estimate_s'])} here, plus its start-up; this sheet took "
+               f"{layout['seconds']:.1f} s. Then: denoise run ... --strength S")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.1f} hours"

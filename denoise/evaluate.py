@@ -28,6 +28,7 @@ class EvalOptions:
     seed: int = 0
     ensemble: int = 0  # the geometric self-ensemble's size (RunOptions.ensemble)
     precision: str = "auto"  # RunOptions.precision
+    strength: float = 1.0  # RunOptions.strength
     denoised: Path | None = None  # score these outputs instead of running the model
     tile: int = 1440  # as RunOptions.tile
     batch_size: int = 1  # as RunOptions.batch_size
@@ -59,16 +60,23 @@ def load_uint8(path: Path) -> np.ndarray:
     return array[..., 0] if array.shape[-1] == 1 else array
 
 
-def make_noisy(clean: list[tuple[Path, Path]], folder: Path, noise: NoiseSpec, seed: int) -> None:
-    """Write the protocol's noisy PNG for each ``(path, relative name)`` into ``folder``."""
+def make_noisy(clean: list[tuple[Path, Path]], folder: Path, noise: NoiseSpec, seed: int) -> list[dict]:
+    """Write the protocol's noisy PNG for each ``(path, relative name)`` into ``folder``; return
+    the images that could not be read (``image``, ``reason``), which are left out."""
     from PIL import Image
 
+    failed = []
     for path, relative in clean:
-        array = load_uint8(path)
+        try:
+            array = load_uint8(path)
+        except io.ImageError as error:
+            failed.append({"image": io.shown(path), "reason": str(error)})
+            continue
         noisy = add_noise_uint(array, noise, np.random.default_rng(seed_for(path.name, seed)))
         target = (folder / relative).with_suffix(".png")
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(noisy).save(target)
+    return failed
 
 
 def evaluate(options: EvalOptions) -> dict:
@@ -80,7 +88,11 @@ def evaluate(options: EvalOptions) -> dict:
         raise ValueError("no clean images found")
     with tempfile.TemporaryDirectory(prefix="denoise-eval-") as scratch:
         noisy_dir = Path(scratch) / "noisy"
-        make_noisy(files, noisy_dir, options.noise, options.seed)
+        failed = make_noisy(files, noisy_dir, options.noise, options.seed)
+        unread = {entry["image"] for entry in failed}
+        files = [(path, relative) for path, relative in files if io.shown(path) not in unread]
+        if not files:
+            raise ValueError(f"none of the {len(unread)} clean images could be read")
         denoised_dir = options.denoised
         if denoised_dir is None:
             denoised_dir = Path(scratch) / "denoised"
@@ -88,10 +100,11 @@ def evaluate(options: EvalOptions) -> dict:
                 inputs=(noisy_dir,), output=denoised_dir, model=options.model, sigma=options.sigma,
                 noise=options.treatment,
                 tile=options.tile, batch_size=options.batch_size, ensemble=options.ensemble,
-                precision=options.precision,
+                precision=options.precision, strength=options.strength, quiet=True,
             ))
         rows = [_score(path, relative, noisy_dir, denoised_dir) for path, relative in files]
-    return {"noise": options.noise.describe(), "seed": options.seed, "images": rows, "mean": _means(rows)}
+    return {"noise": options.noise.describe(), "seed": options.seed, "images": rows, "mean": _means(rows),
+            "failed": failed}
 
 
 def _score(path: Path, relative: Path, noisy_dir: Path, denoised_dir: Path) -> dict:

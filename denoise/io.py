@@ -18,9 +18,10 @@ import itertools
 import logging
 import os
 import re
+import stat
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -86,33 +87,30 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in EXTENSIONS
 
 
-def iter_inputs(inputs: list[Path], recursive: bool = True, exclude: Path | None = None) -> Iterator[tuple[Path, Path]]:
+def iter_inputs(inputs: list[Path], recursive: bool = True, exclude: Path | None = None,
+                on_error: Callable[[Path, str], None] | None = None) -> Iterator[tuple[Path, Path]]:
     """Yield ``(path, relative_name)`` for each image file below the inputs, lazily and sorted.
 
     A folder named ``x.png`` or a broken symlink is still yielded, so the reader reports it.
-    ``exclude`` (the output folder) is never descended into.
+    ``exclude`` (the output folder) is never descended into. A folder that cannot be listed is
+    passed to ``on_error`` with the reason. The walk keeps its own stack, so any depth works.
     """
     exclude = exclude.resolve() if exclude is not None else None
     for root in inputs:
         if not root.is_dir():
             yield root, Path(root.name)
             continue
-        yield from _walk(root, root, recursive, exclude, set())
+        yield from _walk(root, recursive, exclude, on_error)
 
 
-def _walk(folder: Path, root: Path, recursive: bool, exclude, seen: set) -> Iterator[tuple[Path, Path]]:
-    try:
-        real = folder.resolve()
-    except (OSError, RuntimeError):  # symlink loop
-        return
-    if real in seen or (exclude is not None and real == exclude):
-        return
-    seen.add(real)
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except OSError:
-        return
-    for entry in entries:
+def _walk(root: Path, recursive: bool, exclude, on_error) -> Iterator[tuple[Path, Path]]:
+    seen: set = set()
+    stack = [_entries(root, exclude, seen, on_error)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
         path = Path(entry.path)
         try:
             is_dir = entry.is_dir()
@@ -120,9 +118,33 @@ def _walk(folder: Path, root: Path, recursive: bool, exclude, seen: set) -> Iter
             is_dir = False
         if is_dir and not is_image_name(path):
             if recursive:
-                yield from _walk(path, root, recursive, exclude, seen)
+                stack.append(_entries(path, exclude, seen, on_error))
         elif is_image_name(path):
             yield path, path.relative_to(root)
+
+
+def _entries(folder: Path, exclude, seen: set, on_error) -> Iterator[os.DirEntry]:
+    """The sorted entries of ``folder``; none for a folder already walked (a symlink loop), the
+    excluded one, or one that cannot be listed (reported to ``on_error``)."""
+    try:
+        real = folder.resolve()
+    except (OSError, RuntimeError):  # symlink loop
+        return iter(())
+    if real in seen or (exclude is not None and real == exclude):
+        return iter(())
+    seen.add(real)
+    try:
+        with os.scandir(folder) as listing:
+            return iter(sorted(listing, key=lambda entry: entry.name))
+    except OSError as error:
+        if on_error is not None:
+            on_error(folder, f"cannot list the folder: {error.strerror or error}")
+        return iter(())
+
+
+def shown(path) -> str:
+    """A path as it can always be printed: bytes that are not UTF-8 as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _reason(error: Exception) -> str:
@@ -130,22 +152,60 @@ def _reason(error: Exception) -> str:
     return text
 
 
-def read_image(path: Path) -> Decoded:
-    """Decode ``path`` into a :class:`Decoded`; raise :class:`ImageError` with the reason."""
+def read_image(path: Path, bytes_per_value: int = 0) -> Decoded:
+    """Decode ``path`` into a :class:`Decoded`; raise :class:`ImageError` with the reason.
+
+    Only regular files are read: a FIFO would block for ever and a device never ends. With
+    ``bytes_per_value``, an image whose pixel values times that would not fit in the memory
+    available now is refused from its header (see :func:`check_memory`).
+    """
     path = Path(path)
     try:
-        os.stat(path)
+        kind = os.stat(path).st_mode
     except OSError as error:
         raise ImageError(_missing_reason(path, error)) from None
-    if path.is_dir():
+    if stat.S_ISDIR(kind):
         raise ImageError("is a folder, not an image file")
+    if not stat.S_ISREG(kind):
+        raise ImageError(f"not a regular file ({_FILE_TYPES.get(stat.S_IFMT(kind), 'a special file')})")
     try:
-        data = path.read_bytes()
+        # O_NONBLOCK: a file swapped for a FIFO after the check above must not block the open.
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(handle, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                raise ImageError("not a regular file")
+            data = stream.read()
     except OSError as error:
         raise ImageError(f"cannot read: {error.strerror or error}") from None
     if not data:
         raise ImageError("empty file (0 bytes)")
-    return decode_bytes(data)
+    return decode_bytes(data, bytes_per_value)
+
+
+_FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device"}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (Linux's MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(width: int, height: int, bands: int, bytes_per_value: int) -> None:
+    """Refuse an image whose ``width * height * bands`` values at ``bytes_per_value`` each would
+    not fit in the memory available now, before any pixel is decoded."""
+    needed = width * height * bands * bytes_per_value
+    available = available_memory()
+    if bytes_per_value and available is not None and needed > available:
+        raise ImageError(f"{width}x{height} needs about {needed / 2**30:.1f} GiB to denoise, more than the "
+                         f"{available / 2**30:.1f} GiB of memory available")
 
 
 def _missing_reason(path: Path, error: OSError) -> str:
@@ -161,7 +221,7 @@ def _missing_reason(path: Path, error: OSError) -> str:
     return f"cannot read: {error.strerror or error}"
 
 
-def decode_bytes(data: bytes) -> Decoded:
+def decode_bytes(data: bytes, bytes_per_value: int = 0) -> Decoded:
     """Decode an encoded image held in memory (see :func:`read_image`)."""
     try:
         with Image.open(_io.BytesIO(data)) as image:
@@ -170,6 +230,7 @@ def decode_bytes(data: bytes) -> Decoded:
                 raise _too_large(f"{width}x{height} is {width * height:,}")
             if width < 1 or height < 1:
                 raise ImageError(f"{width}x{height}: an image without pixels")
+            check_memory(width, height, 3 if image.mode == "P" else min(3, len(image.getbands())), bytes_per_value)
             source_format = image.format or "PNG"
             frames = getattr(image, "n_frames", 1)
             if frames > 1 and source_format not in MULTI_FRAME_OK:
@@ -496,14 +557,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 
     A crash, a full disk or Ctrl-C leaves either the old state or the whole new file, never part.
     """
+    # Names near the 255-byte limit would outgrow it with the suffix: they get a short temporary.
+    stem = path.name if len(os.fsencode(path.name)) <= 200 else "denoise"
     while True:
         # A name unique to this process and call; O_EXCL refuses a leftover of another process.
-        temporary = path.parent / f".{path.name}.{os.getpid()}.{next(_TEMPORARY_NUMBERS)}.part"
+        temporary = path.parent / f".{stem}.{os.getpid()}.{next(_TEMPORARY_NUMBERS)}.part"
         try:
             handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
             break
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_folders(path.parent)
         except FileExistsError:
             continue
     try:
@@ -514,3 +577,20 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def make_folders(folder: Path) -> None:
+    """``mkdir -p`` without recursion (``Path.mkdir(parents=True)`` recurses once per missing
+    level, which fails over a thousand levels deep)."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for each in reversed(missing):
+        try:
+            each.mkdir()
+        except FileExistsError:
+            if not each.is_dir():
+                raise

@@ -54,7 +54,7 @@ class NoiseSpec:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown noise type {self.kind!r}; choose one of {', '.join(KINDS)}")
-        if self.low > self.high or self.low < 0:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low > self.high or self.low < 0:
             raise ValueError(f"invalid noise level range {self.low:g}:{self.high:g}")
         if self.kind in ("poisson", "camera") and self.low <= 0:
             raise ValueError(f"{self.kind}: the peak photon count must be above 0 (lower is noisier)")
@@ -261,13 +261,25 @@ def estimate_sigma(image: np.ndarray, patch: int = 7, max_patches: int = 60_000,
         pixels = pixels[..., None]
     height, width, channels = pixels.shape
     if height < patch or width < patch:
-        return 0.0
+        return float(_strip_sigma(pixels) * 255.0)
     sigma = _estimate(pixels, patch, max_patches)
     if channels == 3 and luminance:
         luma = pixels @ _LUMA
         # As many positions as each channel had above: the same sampling, a third of the cost.
         sigma = max(sigma, _estimate(luma[..., None], patch, max_patches // channels) / _LUMA_SHARE)
     return float(sigma * 255.0)
+
+
+def _strip_sigma(pixels: np.ndarray) -> float:
+    """The level of an image too narrow for patches (a strip a few pixels wide), in 0-1 units:
+    the median absolute deviation of second differences along its long side, which a smooth
+    signal hardly moves (sigma * sqrt(6) for white noise); 0 with fewer than 16 of them."""
+    along = pixels if pixels.shape[1] >= pixels.shape[0] else pixels.transpose(1, 0, 2)
+    differences = (along[:, 2:] - 2 * along[:, 1:-1] + along[:, :-2]).ravel()
+    if differences.size < 16:
+        return 0.0
+    deviation = np.median(np.abs(differences - np.median(differences)))
+    return float(1.4826 * deviation / math.sqrt(6))
 
 
 def _estimate(pixels: np.ndarray, patch: int, max_patches: int) -> float:

@@ -28,11 +28,15 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from denoise import impulses, io, shuffle, tiles as tiling, variance
+from denoise import impulses, io, shuffle, strength as strengths, tiles as tiling, variance
 from denoise.noise import NoiseSpec, add_noise_uint, effective_sigma, estimate_level, estimate_sigma, seed_for
 
 NOISE_KINDS = ("auto", "gaussian", "poisson", "impulse", "correlated", "camera")  # what --noise can say the images carry
 MARGIN = 32  # overlap between tiles is 2 * MARGIN: more than the networks' useful context
+# What a run holds per pixel value of an image at its peak (the decoded float32 input, the blend's
+# sum and weights, the output, the encoder's copy), measured at about 19: an image that would need
+# more than the memory available is refused from its header.
+BYTES_PER_VALUE = 20
 
 
 class UsageError(ValueError):
@@ -58,10 +62,12 @@ class RunOptions:
     ensemble: int = 0  # the mean over this many flips and turns of each tile: 1, 2, 4, 8, or 0: auto (runtime.arithmetic)
     noise: str = "auto"  # auto (photon noise stabilised where found), gaussian, poisson, impulse, correlated or camera
     precision: str = "auto"  # float32, bfloat16 (models.computing_in) or auto (runtime.arithmetic)
+    strength: float = 1.0  # how much to clean, relative to the default (denoise.strength)
     overwrite: bool = False
     dry_run: bool = False
     report: Path | None = None
-    progress: bool = False
+    progress: bool = False  # the progress bar (a terminal only)
+    quiet: bool = False  # no closing summary line either
     workers: int = max(2, min(8, os.cpu_count() or 2))
 
     @property
@@ -81,8 +87,8 @@ class Job:
     model: str | None = None  # the model that denoised it
     ensemble: int | None = None  # the self-ensemble it ran in
     noise: str | None = None  # gaussian, poisson or impulse: how its noise was treated
-    started: float = 0.0
-    seconds: float = 0.0
+    started: float = 0.0  # when its work began (time.time())
+    seconds: float = 0.0  # its own work: decode, preparation, its share of the model calls, encode and write
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,19 +102,52 @@ def check_options(options: RunOptions) -> None:
     output = options.output.resolve()
     for path in options.inputs:
         if not path.exists() and not path.is_symlink():
-            raise UsageError(f"{path}: no such file or folder")
+            raise UsageError(f"{io.shown(path)}: no such file or folder")
         resolved = path.resolve()
         if resolved == output:
-            raise UsageError(f"{path}: the output folder must differ from the input")
-        if path.is_file() and output.exists() and not output.is_dir():
-            raise UsageError(f"{options.output}: the output must be a folder, not a file")
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"{options.output}: the output must be a folder, not a file")
+            raise UsageError(f"{io.shown(path)}: the output must differ from the input")
+    if output.exists() and not output.is_dir() and not writes_one_file(options):
+        raise UsageError(f"{io.shown(options.output)}: the output must be a folder, not a file")
+    if not output.is_dir() and io.is_image_name(options.output) and not writes_one_file(options):
+        raise UsageError(f"{io.shown(options.output)}: an image name as OUTPUT takes one input file; "
+                         "give a folder for several")
+    if options.report is not None:
+        check_side_file(options.report, options.inputs, "--report")
     if options.precision not in ("auto", "float32", "bfloat16"):
         raise UsageError(f"--precision {options.precision}: choose auto, float32 or bfloat16")
     if options.ensemble != 0 and options.ensemble not in ENSEMBLES:
         raise UsageError(f"--ensemble {options.ensemble}: choose auto or {', '.join(map(str, ENSEMBLES))}")
+    check_strength(options.strength)
     check_noise(options.noise, options.sigma)
+
+
+def check_strength(strength: float) -> None:
+    """Refuse a --strength outside what :mod:`denoise.strength` defines (exit status 2)."""
+    try:
+        strengths.check(strength)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def writes_one_file(options: RunOptions) -> bool:
+    """``run a.png clean.png``: one input file and an OUTPUT with an image name (not a folder)
+    write that file, as ``cp`` would."""
+    return (len(options.inputs) == 1 and not options.inputs[0].is_dir() and io.is_image_name(options.output)
+            and not options.output.is_dir())
+
+
+def check_side_file(path: Path, inputs: tuple[Path, ...], option: str) -> None:
+    """Refuse a report or dead-letter file that would replace an image or any input file."""
+    if io.is_image_name(path):
+        raise UsageError(f"{option} {io.shown(path)}: an image name; the file is JSON (e.g. report.json)")
+    if not path.exists():
+        return
+    real = path.resolve()
+    for each in inputs:
+        root = each.resolve()
+        if real == root or (each.is_dir() and real.is_relative_to(root)):
+            raise UsageError(f"{option} {io.shown(path)}: lies among the inputs ({io.shown(each)}); "
+                             "choose a path outside them")
 
 
 def check_noise(noise: str, sigma: str) -> None:
@@ -119,32 +158,84 @@ def check_noise(noise: str, sigma: str) -> None:
         raise UsageError(f"--noise {noise} measures each image's noise: leave --sigma auto")
 
 
+class InputGuard:
+    """Tells whether an output path leads into an input folder, whatever links lie on the way:
+    no write may land among the inputs. The output folder itself may lie inside an input folder
+    (it is never walked). One resolve per output folder."""
+
+    def __init__(self, inputs: tuple[Path, ...], output: Path):
+        self.output = output.resolve()
+        self.folders = [path.resolve() for path in inputs if path.is_dir()]
+        self.files = {path.resolve() for path in inputs if not path.is_dir()}
+        self.cache: dict[Path, Path | None] = {}
+
+    def input_folder_of(self, target: Path) -> Path | None:
+        """The input folder that ``target``'s folder really lies in, or None."""
+        folder = target.parent
+        if folder not in self.cache:
+            real = folder.resolve()
+            self.cache[folder] = next((root for root in self.folders if real.is_relative_to(root)
+                                       and not real.is_relative_to(self.output)), None)
+        return self.cache[folder]
+
+    def problem(self, target: Path, path: Path) -> str | None:
+        """Why ``target`` (the output of input ``path``) must not be written, or None."""
+        if target.exists() and (_same_file(target, path) or target.resolve() in self.files):
+            return f"the output {io.shown(target)} is the input itself; choose another OUTPUT folder"
+        folder = self.input_folder_of(target)
+        if folder is not None:
+            return f"the output {io.shown(target)} lies in the input folder {io.shown(folder)} (through a link?)"
+        return None
+
+
 def plan(options: RunOptions) -> Iterator[Job]:
     """Yield one job per input image, lazily; outputs mirror the input tree.
 
     With one input folder its contents map straight into OUTPUT; with several inputs each
-    folder keeps its name as a subfolder of OUTPUT.
+    folder keeps its name as a subfolder of OUTPUT. A folder that cannot be listed is a failed job.
     """
     single = len(options.inputs) == 1
+    one_file = writes_one_file(options)
     seen: set[Path] = set()
+    guard = InputGuard(options.inputs, options.output)
+    unlisted: list[tuple[Path, Path, str]] = []
     # Two inputs can share an output only when --format renames them or several inputs are
     # merged; otherwise the set is not kept, so memory stays flat however many files there are.
     collisions_possible = options.format != "keep" or not single
-    for index, (path, relative) in enumerate(_walk(options, single)):
-        target = io.output_path(relative, options.output, options.format)
+    index = 0
+    for path, relative in _walk(options, single, lambda *failure: unlisted.append(failure)):
+        for folder, folder_relative, reason in unlisted:
+            yield Job(index, folder, options.output / folder_relative, "failed", reason)
+            index += 1
+        unlisted.clear()
+        target = options.output if one_file else io.output_path(relative, options.output, options.format)
         job = Job(index, path, target)
+        index += 1
+        problem = None
         if target in seen:
-            job.status, job.reason = "failed", f"another input is also written to {target}"
+            problem = f"another input is also written to {io.shown(target)}"
         elif not io.is_image_name(target):  # a file named on the command line, e.g. x.tga
-            job.status, job.reason = "failed", (f"cannot write {target.suffix or 'a file without extension'}: "
-                                                f"denoise writes {' '.join(sorted(io.EXTENSIONS))}; add --format png")
-        elif target.exists() and _same_file(target, path):  # inputs are never written, --overwrite or not
-            job.status, job.reason = "failed", f"the output {target} is the input itself; choose another OUTPUT folder"
+            problem = (f"cannot write {target.suffix or 'a file without extension'}: "
+                       f"denoise writes {' '.join(sorted(io.EXTENSIONS))}; add --format png")
+        else:
+            problem = guard.problem(target, path)
+        if problem is None and target.is_dir():
+            problem = f"a folder is in the way of the output {io.shown(target)}"
+        if problem is not None:
+            job.status, job.reason = "failed", problem
         elif target.exists() and not options.overwrite:
             job.status, job.reason = "skipped", "output exists"
         if collisions_possible:
             seen.add(target)
         yield job
+    for folder, folder_relative, reason in unlisted:
+        yield Job(index, folder, options.output / folder_relative, "failed", reason)
+        index += 1
+
+
+def count_inputs(options: RunOptions) -> int:
+    """How many images a run has (a second walk of the tree), for the progress bar's total."""
+    return sum(1 for _ in _walk(options, len(options.inputs) == 1, lambda *failure: None))
 
 
 def _same_file(target: Path, path: Path) -> bool:
@@ -154,12 +245,17 @@ def _same_file(target: Path, path: Path) -> bool:
         return False
 
 
-def _walk(options: RunOptions, single: bool):
+def _walk(options: RunOptions, single: bool, on_error: Callable):
+    """``(path, relative output name)`` of each input; ``on_error(folder, relative name, reason)``
+    for a folder that cannot be listed."""
     for root in options.inputs:
-        for path, relative in io.iter_inputs([root], options.recursive, exclude=options.output):
-            if root.is_dir() and not single:
-                relative = Path(root.resolve().name) / relative
-            yield path, relative
+        prefix = Path(root.resolve().name) if root.is_dir() and not single else Path()
+
+        def unlisted(folder: Path, reason: str, root=root, prefix=prefix) -> None:
+            on_error(folder, prefix / folder.relative_to(root), reason)
+
+        for path, relative in io.iter_inputs([root], options.recursive, exclude=options.output, on_error=unlisted):
+            yield path, prefix / relative
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,7 +264,7 @@ def _walk(options: RunOptions, single: bool):
 
 
 class Recorder:
-    """Collects job outcomes: one stderr line per failure, progress, and the JSON report."""
+    """Collects job outcomes: one stderr line per failure, progress, the summary and the JSON report."""
 
     def __init__(self, options: RunOptions, unit: str = "img"):
         self.options = options
@@ -181,18 +277,48 @@ class Recorder:
         if options.progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(unit=unit, dynamic_ncols=True, file=sys.stderr)
+            # A terminal that reports no size (a fresh pty: 0 x 0, where tqdm hides its bar) gets 80 x 24.
+            try:
+                size = os.get_terminal_size(sys.stderr.fileno())
+            except (OSError, ValueError):
+                size = os.terminal_size((0, 0))
+            known = size.columns > 0 and size.lines > 0
+            self.bar = tqdm(unit=unit, file=sys.stderr, dynamic_ncols=known, ncols=None if known else 80,
+                            nrows=None if known else 24)
+            # The total comes from a second walk of the inputs, in the background: the run starts at once.
+            threading.Thread(target=self._count, daemon=True, name="count").start()
+
+    def _count(self) -> None:
+        try:
+            total = count_inputs(self.options)
+        except Exception:  # the main walk reports what went wrong
+            return
+        with self.lock:
+            if self.bar is not None:
+                self.bar.total = total
+                self.bar.refresh()
+
+    def say(self, message: str) -> None:
+        """One line on stderr, through the bar when there is one."""
+        with self.lock:
+            self._say(message)
+
+    def _say(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
 
     def finish(self, job: Job) -> None:
         with self.lock:
             self.counts[job.status] += 1
             if job.status == "failed":
-                message = f"denoise: {job.input}: {job.reason}"
-                (self.bar.write if self.bar else print)(message, file=sys.stderr)
+                self._say(f"denoise: {io.shown(job.input)}: {job.reason}")
             if self.options.report is not None:
                 self.jobs.append({
-                    "input": str(job.input), "output": str(job.output), "status": job.status,
+                    "input": io.shown(job.input), "output": io.shown(job.output), "status": job.status,
                     "reason": job.reason, "seconds": round(job.seconds, 4),
+                    "started": round(max(0.0, job.started - self.started), 4) if job.started else None,
                     "sigma": None if job.sigma is None else round(job.sigma, 3), "noise": job.noise,
                     "model": job.model, "ensemble": job.ensemble,
                 })
@@ -209,17 +335,31 @@ class Recorder:
         return summary
 
     def close(self, interrupted: bool = False) -> dict:
-        if self.bar is not None:
-            self.bar.close()
+        with self.lock:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
         summary = self.summary(interrupted)
         if self.options.report is not None:
             report = {"summary": summary, "files": sorted(self.jobs, key=lambda job: job["input"])}
             try:
                 io.write_atomic(Path(self.options.report), (json.dumps(report, indent=2) + "\n").encode())
             except OSError as error:  # a full disk or read-only folder: say so, and fail the run
-                print(f"denoise: cannot write the report {self.options.report}: {_one_line(error)}", file=sys.stderr)
+                print(f"denoise: cannot write the report {io.shown(self.options.report)}: {one_line(error)}",
+                      file=sys.stderr)
                 summary["failed"] += 1
+        if not self.options.quiet:
+            print(summary_line(summary), file=sys.stderr)
         return summary
+
+
+def summary_line(summary: dict) -> str:
+    """What a run did, in one line: ``denoise: 3 done, 1 skipped (...), 0 failed in 4.1 s (0.7 images/s)``."""
+    skipped = summary["skipped"]
+    why = " (their outputs exist; --overwrite redoes them)" if skipped else ""
+    stopped = ", interrupted" if summary.get("interrupted") else ""
+    return (f"denoise: {summary['ok']} done, {skipped} skipped{why}, {summary['failed']} failed{stopped} "
+            f"in {summary['seconds']:.1f} s ({summary['images_per_second']:g} images/s)")
 
 
 class _Terminated(KeyboardInterrupt):
@@ -233,7 +373,7 @@ def _run_guarded(options: RunOptions, body: Callable[[Recorder], None], unit: st
         counts = {"ok": 0, "skipped": 0, "failed": 0}
         for job in plan(options):
             action = {"pending": "write", "skipped": "skip (exists)", "failed": f"fail ({job.reason})"}[job.status]
-            print(f"{job.input} -> {job.output}: {action}")
+            print(f"{io.shown(job.input)} -> {io.shown(job.output)}: {action}")
             counts["ok" if job.status == "pending" else job.status] += 1
         return {**counts, "failed": 0, "dry_run": True}
     recorder = Recorder(options, unit)
@@ -260,17 +400,18 @@ def _run_guarded(options: RunOptions, body: Callable[[Recorder], None], unit: st
 
 def _write(job: Job, decoded: io.Decoded, pixels: np.ndarray, options: RunOptions, recorder: Recorder) -> None:
     """Encode and atomically write one output; any failure is recorded against the job."""
+    began = time.time()
     try:
         fmt = io.EXTENSIONS[job.output.suffix.lower()]
         io.write_atomic(job.output, io.encode(decoded, pixels, fmt, options.quality))
         job.status = "ok"
     except Exception as error:  # a full disk, a read-only folder, an encoder refusing the data
-        job.status, job.reason = "failed", f"cannot write {job.output}: {_one_line(error)}"
-    job.seconds = time.time() - job.started
+        job.status, job.reason = "failed", f"cannot write {io.shown(job.output)}: {one_line(error)}"
+    job.seconds += time.time() - began
     recorder.finish(job)
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     text = str(error).strip()
@@ -302,15 +443,17 @@ def add_noise_batch(options: RunOptions, spec: NoiseSpec, seed: int) -> dict:
 def _noisy_copy(job: Job, spec: NoiseSpec, seed: int, options: RunOptions, recorder: Recorder) -> None:
     job.started = time.time()
     try:
-        decoded = io.read_image(job.input)
+        decoded = io.read_image(job.input, BYTES_PER_VALUE)
     except io.ImageError as error:
         job.status, job.reason = "failed", str(error)
+        job.seconds = time.time() - job.started
         recorder.finish(job)
         return
     scale = 65535.0 if decoded.bits > 8 else 255.0
     integers = np.round(decoded.pixels * scale).astype(np.uint16 if decoded.bits > 8 else np.uint8)
     rng = np.random.default_rng(seed_for(job.input.name, seed))
     noisy = add_noise_uint(integers, spec, rng).astype(np.float32) / scale
+    job.seconds = time.time() - job.started
     _write(job, decoded, noisy, options, recorder)
 
 
@@ -337,6 +480,9 @@ class _Image:
     bounds: tuple[float, float] = (0.0, 1.0)  # the input's darkest and brightest values
     replicate: bool = False  # a grey picture in R, G and B: denoised as grey, written back in all three
     mosaic_of: tuple[int, int] | None = None  # the image's height and width, when the model saw its mosaic
+    # --strength below 1 only: the pixels before any stretch, for the blend (denoise.strength)
+    original: np.ndarray | None = None
+    strength: float = 1.0
     planes: dict = dataclasses.field(default_factory=dict)  # tile index -> channels done so far
     submitted: bool = False
 
@@ -352,6 +498,8 @@ class _Image:
         if self.mosaic_of is not None:
             result = shuffle.from_mosaic(result, *self.mosaic_of)
         np.clip(result, *self.bounds, out=result)
+        if self.original is not None:  # --strength below 1: some of the input put back
+            result = strengths.blend(result, self.original, self.strength)
         return np.repeat(result, 3, axis=-1) if self.replicate else result
 
 
@@ -404,6 +552,21 @@ def self_ensemble(function, images, sigmas, size: int = 8):
     return total / size
 
 
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """What ``run`` reads on a whole image before the model (:meth:`Runner.read`). Given to
+    :meth:`Runner.prepare` with a part of that image (``denoise compare``'s crops), the part is
+    treated as the whole would be, not read again."""
+
+    sigma: float | None  # the level the report gives (None: auto, and a model without a noise-level input)
+    noise: str | None  # how the noise is treated: gaussian, poisson, impulse, correlated or camera
+    level: float | None  # what the model is told at --strength 1, 0-255 units of what it sees before the stretch
+    stabilizer: tuple[float, float] | None  # the noise function of a signal-dependent image
+    low: float  # the model sees (pixels - low) / span: see stretch()
+    span: float
+    bounds: tuple[float, float]  # the image's darkest and brightest values
+
+
 class Runner:
     """Holds the loaded models and their compiled inference functions."""
 
@@ -414,7 +577,15 @@ class Runner:
         self.functions: dict[str, Callable] = {}
         self.defaults: dict[int, str] = {}  # channels -> the model --model auto picked
         self.warned_sigma = False
+        self.warned_strength = False
         self.lock = threading.Lock()
+
+    def at_strength(self, strength: float) -> Runner:
+        """This runner at another ``--strength``, sharing its loaded models and compiled functions:
+        the strength changes only what the models are told and the blend after them."""
+        other = Runner(dataclasses.replace(self.options, strength=strength), self.warn)
+        other.models, other.functions, other.defaults, other.lock = self.models, self.functions, self.defaults, self.lock
+        return other
 
     def model_for(self, channels: int):
         with self.lock:  # called from the decode threads
@@ -435,9 +606,18 @@ class Runner:
         if name not in self.models:
             loaded = registry.load(name)
             self.models[name] = loaded
+            if not loaded.noise_level_input and self.options.strength > 1.0 and not self.warned_strength:
+                self.warned_strength = True
+                self.warn(f"denoise: warning: model {loaded.name} has no noise-level input to tell a higher level: "
+                          "--strength above 1 acts as 1")
             if not loaded.noise_level_input and self.options.sigma != "auto" and not self.warned_sigma:
                 self.warned_sigma = True
                 self.warn(f"denoise: warning: model {loaded.name} has no noise-level input; --sigma is ignored")
+            elif loaded.noise_level_input and self.options.sigma != "auto":
+                trained = (registry.find(name) or {}).get("noise", {})
+                if trained.get("type") == "gaussian" and float(self.options.sigma) > trained.get("high", math.inf):
+                    self.warn(f"denoise: warning: --sigma {self.options.sigma} is above the levels model {loaded.name} "
+                              f"learned (up to {trained['high']:g}); expect a blurred result")
         return self.models[name]
 
     @functools.cached_property
@@ -486,7 +666,42 @@ class Runner:
             self.functions[loaded.name] = once if ensemble == 1 else functools.partial(self_ensemble, once, size=ensemble)
         return self.functions[loaded.name]
 
-    def prepare(self, job: Job, decoded: io.Decoded) -> _Image:
+    def read(self, decoded: io.Decoded) -> Reading:
+        """What ``run`` reads on the whole of ``decoded`` before the model (see :class:`Reading`)."""
+        pixels = decoded.pixels[..., :1] if grey_in_colour(decoded.pixels) else decoded.pixels
+        return self._read(pixels, self.model_for(pixels.shape[-1]))[0]
+
+    def _read(self, pixels: np.ndarray, loaded) -> tuple[Reading, np.ndarray | None]:
+        """The reading of ``pixels``, and what its tiles are cut from when not ``pixels``."""
+        if self.options.sigma == "auto":
+            sigma = estimate_level(pixels) if loaded.noise_level_input else None
+        else:
+            sigma = float(self.options.sigma)
+        kind, source, stabilizer, level = "gaussian", None, None, sigma
+        if self.options.sigma == "auto" and sigma:
+            kind, source, stabilizer, level = self._treatment(pixels, sigma)
+        low, span = stretch(pixels if source is None else source)
+        reading = Reading(
+            sigma=level if kind == "camera" else sigma,  # the report gives the level the camera model is told
+            noise=kind if sigma is not None else None, level=level, stabilizer=stabilizer, low=low, span=span,
+            bounds=(float(pixels.min()), float(pixels.max())))
+        return reading, source
+
+    @staticmethod
+    def _source(pixels: np.ndarray, reading: Reading) -> np.ndarray | None:
+        """What the tiles of ``pixels`` are cut from under ``reading``'s treatment, when not ``pixels``."""
+        if reading.noise == "correlated":
+            return shuffle.to_mosaic(pixels)
+        if reading.noise == "impulse":
+            return impulses.remove(pixels)[0]
+        if reading.noise == "poisson":
+            return variance.stabilize(pixels, reading.stabilizer)
+        return None
+
+    def prepare(self, job: Job, decoded: io.Decoded, reading: Reading | None = None) -> _Image:
+        """``decoded`` ready for the model: its reading, what its tiles are cut from, its grid.
+        With ``reading`` (:meth:`read` of a whole image), ``decoded`` is a part of that image and
+        is treated as the whole was: the same level, treatment, stretch and bounds."""
         pixels = decoded.pixels
         replicated = grey_in_colour(pixels)
         if replicated:  # denoised as the grey image it is, written back in R, G and B
@@ -494,29 +709,24 @@ class Runner:
         channels = pixels.shape[-1]
         loaded = self.model_for(channels)
         split = loaded.channels == 1 and channels == 3
-        if self.options.sigma == "auto":
-            sigma = estimate_level(pixels) if loaded.noise_level_input else None
+        if reading is None:
+            reading, source = self._read(pixels, loaded)
         else:
-            sigma = float(self.options.sigma)
-        job.sigma, job.model, job.ensemble = sigma, loaded.name, self.arithmetic(loaded)[1]
-        kind, source, stabilizer, level = "gaussian", None, None, sigma
-        if self.options.sigma == "auto" and sigma:
-            kind, source, stabilizer, level = self._treatment(pixels, sigma)
-            if kind == "camera":  # the report gives the level the camera model is told
-                job.sigma = level
-        job.noise = kind if sigma is not None else None
-        darkest, brightest = float(pixels.min()), float(pixels.max())
-        low, span = stretch(pixels if source is None else source)
-        fed = (level or 0.0) / span * (GREY_IN_COLOUR if loaded.channels == 3 and channels == 1 else 1.0)
+            source = self._source(pixels, reading)
+        job.sigma, job.noise, job.model, job.ensemble = reading.sigma, reading.noise, loaded.name, self.arithmetic(loaded)[1]
+        fed = (reading.level or 0.0) / reading.span * (GREY_IN_COLOUR if loaded.channels == 3 and channels == 1 else 1.0)
+        if self.options.strength > 1.0:  # --strength: told more; at 1 nothing changes
+            fed *= strengths.level_factor(self.options.strength)
         if replicated and source is None:
             source = pixels
         fixed = loaded.tile_size is not None
         shape = (pixels if source is None else source).shape
         grid = tiling.grid(shape[0], shape[1], loaded.tile_size if fixed else self.tile_for(loaded), loaded.multiple,
                            MARGIN, fixed)
-        return _Image(job, decoded, loaded, grid, tiling.Blender(grid, channels), fed, split, low=low, span=span,
-                      stabilizer=stabilizer, source=source, bounds=(darkest, brightest), replicate=replicated,
-                      mosaic_of=pixels.shape[:2] if kind == "correlated" else None)
+        return _Image(job, decoded, loaded, grid, tiling.Blender(grid, channels), fed, split, low=reading.low,
+                      span=reading.span, stabilizer=reading.stabilizer, source=source, bounds=reading.bounds,
+                      replicate=replicated, mosaic_of=pixels.shape[:2] if reading.noise == "correlated" else None,
+                      original=pixels if self.options.strength < 1.0 else None, strength=self.options.strength)
 
     def tile_for(self, loaded) -> int:
         """--tile, or less where a tile's network passes would outgrow a batch's pixels (the
@@ -624,10 +834,12 @@ class _ReadAhead:
     def _decode(self, job: Job):
         job.started = time.time()
         try:
-            result = self.work(job, io.read_image(job.input))
+            result = self.work(job, io.read_image(job.input, BYTES_PER_VALUE))
         except io.ImageError as error:
             job.status, job.reason = "failed", str(error)
             return None
+        finally:
+            job.seconds += time.time() - job.started
         with self.space:
             self.held += _values(result)
         return result
@@ -663,21 +875,22 @@ def _values(result) -> int:
 
 def run_batch(options: RunOptions) -> dict:
     """Denoise every input image into the output tree; return the summary counts."""
-    warn = lambda message: print(message, file=sys.stderr)  # noqa: E731
-
     def body(recorder: Recorder) -> None:
-        runner = Runner(options, warn)
+        runner = Runner(options, recorder.say)
         reader = _ReadAhead(plan(options), runner.prepare_if_ready, options.workers)
         with contextlib.closing(reader), concurrent.futures.ThreadPoolExecutor(options.workers) as writers:
             _select_device(options.device)  # TensorFlow loads while the reader decodes
             recorder.settings["precision"] = runner.arithmetic()[0]
+            recorder.settings["strength"] = options.strength
             batcher = _Batcher(runner, options, writers, recorder)
             for job, prepared in reader:
                 if job.status != "pending" or prepared is None:
                     recorder.finish(job)
                     continue
                 if isinstance(prepared, io.Decoded):
+                    began = time.time()
                     prepared = runner.prepare(job, prepared)
+                    job.seconds += time.time() - began
                 batcher.add(prepared)
             batcher.flush_all()
 
@@ -737,7 +950,11 @@ class _Batcher:
         loaded = bucket[0][0].model
         images = np.stack([tile for _, _, tile in bucket]).astype(np.float32)
         sigmas = np.array([[image.sigma / 255.0] for image, _, _ in bucket], np.float32)
+        began = time.time()
         outputs = self.runner.function(loaded)(images, sigmas).numpy()
+        share = (time.time() - began) / len(bucket)  # the tiles of a batch have one shape: equal shares
+        for image, _, _ in bucket:
+            image.job.seconds += share
         finished = []
         for (image, (index, channel), _), output in zip(bucket, outputs):
             if channel is None:
@@ -766,7 +983,9 @@ class _Batcher:
     def _finish(self, images: list[_Image]) -> None:
         for image in images:
             image.decoded.pixels = None  # every tile is done: free the input before encoding
+            began = time.time()
             pixels = image.denoised()
+            image.job.seconds += time.time() - began
             _write(image.job, image.decoded, pixels, self.options, self.recorder)
 
 
@@ -782,13 +1001,15 @@ class _Keeper(_Batcher):
             self.done[image.job.index] = image.denoised()
 
 
-def denoise_decoded(runner: Runner, images: list[tuple[Job, io.Decoded]]) -> list[np.ndarray]:
+def denoise_decoded(runner: Runner, images: list[tuple[Job, io.Decoded]],
+                    readings: list[Reading] | None = None) -> list[np.ndarray]:
     """Denoise images already decoded, exactly as ``run`` does (same sigma, tiles, batching
     rules and blending), and return their pixels (float32 in [0, 1], H x W x C) in order instead
     of writing them: for callers that read and write files their own way (``denoise beam``).
-    Any error is raised; ``job.sigma`` is set as in ``run``."""
+    Any error is raised; ``job.sigma`` is set as in ``run``. ``readings`` (one per image, from
+    :meth:`Runner.read` of the whole image each is a part of) replace each image's own reading."""
     keeper = _Keeper(runner)
-    for job, decoded in images:
-        keeper.add(runner.prepare(job, decoded))
+    for number, (job, decoded) in enumerate(images):
+        keeper.add(runner.prepare(job, decoded, None if readings is None else readings[number]))
     keeper.flush_all()
     return [keeper.done[job.index] for job, _ in images]

@@ -15,12 +15,17 @@ import math
 import os
 from pathlib import Path
 
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+PACKAGE = Path(__file__).resolve().parent
 
 
 def weights_dir() -> Path:
-    """The registry folder: ``$DENOISE_WEIGHTS`` if set, else the project's ``weights/``."""
-    return Path(os.environ.get("DENOISE_WEIGHTS") or SHIPPED_WEIGHTS)
+    """The registry folder: ``$DENOISE_WEIGHTS`` if set; else the models installed inside the
+    package (``denoise/weights/`` of a wheel or ``pip install .``); else the checkout's
+    ``weights/`` beside the package (clones and editable installs, where training records)."""
+    if os.environ.get("DENOISE_WEIGHTS"):
+        return Path(os.environ["DENOISE_WEIGHTS"])
+    installed = PACKAGE / "weights"
+    return installed if installed.is_dir() else PACKAGE.parent / "weights"
 
 
 class WeightsError(ValueError):
@@ -58,7 +63,29 @@ def load_manifest(folder: Path | None = None) -> dict:
             raise ValueError("no 'models' list")
     except (OSError, ValueError, AttributeError) as error:
         raise WeightsError(f"{path}: not a readable manifest ({str(error).splitlines()[0][:200]})") from None
+    for index, entry in enumerate(manifest["models"]):
+        if problem := _entry_problem(index, entry, path.parent):
+            raise WeightsError(f"{path}: {problem}")
     return manifest
+
+
+def _entry_problem(index: int, entry, folder: Path) -> str | None:
+    """What is wrong with a manifest entry: it must be an object with a name and either a weights
+    ``file`` (not a folder) and its ``sha256``, or ``members`` (the names of other entries)."""
+    if not isinstance(entry, dict):
+        return f"models[{index}] is not an object ({json.dumps(entry)[:60]})"
+    if not isinstance(entry.get("name"), str) or not entry["name"]:
+        return f"models[{index}] has no 'name' ({json.dumps(entry)[:60]})"
+    if "members" in entry:
+        members = entry["members"]
+        ok = isinstance(members, list) and all(isinstance(member, str) for member in members)
+        return None if ok else f"model {entry['name']!r}: 'members' is not a list of model names"
+    missing = [key for key in ("file", "sha256") if not isinstance(entry.get(key), str) or not entry[key]]
+    if missing:
+        return f"model {entry['name']!r} has no {' or '.join(repr(key) for key in missing)}"
+    if (folder / entry["file"]).is_dir():
+        return f"model {entry['name']!r}: {folder / entry['file']} is a folder, not a weights file"
+    return None
 
 
 def entries(folder: Path | None = None) -> list[dict]:
@@ -86,7 +113,7 @@ def default_name(channels: int, folder: Path | None = None, noise: str = "gaussi
         if "gray" in entry.get("default_for", []):
             return entry["name"]
     if not models:
-        raise WeightsError(f"no models in {Path(folder or weights_dir()) / 'manifest.json'}")
+        raise WeightsError(f"no models found in {Path(folder or weights_dir()) / 'manifest.json'}")
     return models[0]["name"]
 
 
@@ -96,15 +123,8 @@ def load(name_or_path: str, folder: Path | None = None) -> LoadedModel:
     if entry is not None and "members" in entry:
         return _load_mean(entry, folder)
     if entry is not None:
+        verify(entry["name"], folder)
         path = Path(folder or weights_dir()) / entry["file"]
-        if not path.exists():
-            raise WeightsError(f"{path}: weights file missing (expected sha256 {entry['sha256']})")
-        actual = sha256_of(path)
-        if actual != entry["sha256"]:
-            raise WeightsError(
-                f"{path}: sha256 {actual} does not match the manifest's {entry['sha256']}; "
-                "the file is corrupt or was replaced"
-            )
         name = entry["name"]
     else:
         path = Path(name_or_path)
@@ -216,3 +236,21 @@ def write_manifest(manifest: dict, folder: Path | None = None) -> None:
     from denoise.io import write_atomic
 
     write_atomic(Path(folder or weights_dir()) / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def verify(name: str, folder: Path | None = None) -> None:
+    """Check that a registry model's files (each member's, for a mean) exist and match their
+    sha256, without loading them: a ``WeightsError`` names the first that does not."""
+    entry = find(name, folder)
+    if entry is None:
+        return
+    for member in entry.get("members", []):
+        verify(member, folder)
+    if "members" not in entry:
+        path = Path(folder or weights_dir()) / entry["file"]
+        if not path.is_file():
+            raise WeightsError(f"{path}: weights file missing (expected sha256 {entry['sha256']})")
+        actual = sha256_of(path)
+        if actual != entry["sha256"]:
+            raise WeightsError(f"{path}: sha256 {actual} does not match the manifest's {entry['sha256']}; "
+                               "the file is corrupt or was replaced")

@@ -80,9 +80,9 @@ def test_beam_writes_what_run_writes(tmp_path, tiny_models, precision, noise):
 
 def test_one_output_per_name():
     # With --format png, a.png and a.jpg would both write a.png: the first in run's order wins.
-    options = beam_job.BeamOptions("in", "out", format="png")
+    options = beam_job.BeamOptions("in", "out", format="png", overwrite=True)
     claims = [(("a.png",), "in/a.png"), (("a.jpg",), "in/a.jpg")]
-    results = list(beam_job.Claim(overwrite=True).process(("out/a.png", claims)))
+    results = list(beam_job.Claim(options).process(("out/a.png", claims)))
     assert results[-1] == ("in/a.jpg", "out/a.png")
     dead = json.loads(results[0].value)
     assert dead["input"] == "in/a.png" and dead["reason"] == "another input is also written to out/a.png"
@@ -92,7 +92,8 @@ def test_one_output_per_name():
 def test_an_input_is_never_its_own_output(tmp_path):
     image = tmp_path / "a.png"
     image.write_bytes(b"any")
-    results = list(beam_job.Claim(overwrite=True).process((str(image), [(("a.png",), str(image))])))
+    options = beam_job.BeamOptions(str(tmp_path), str(tmp_path / "out"), overwrite=True)
+    results = list(beam_job.Claim(options).process((str(image), [(("a.png",), str(image))])))
     assert len(results) == 1 and "is the input itself" in json.loads(results[0].value)["reason"]
     assert image.read_bytes() == b"any"
 

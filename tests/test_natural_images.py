@@ -193,7 +193,7 @@ def test_train_ships_the_start_model_first_only_when_it_is_not_shipped(tmp_path,
 
     ran.clear()
     (weights / "color.keras").write_bytes(b"model")
-    (weights / "manifest.json").write_text(json.dumps({"models": [{"name": "color", "file": "color.keras"}]}))
+    (weights / "manifest.json").write_text(json.dumps({"models": [{"name": "color", "file": "color.keras", "sha256": "0" * 64}]}))
     natural_images.train("color-camera", tmp_path / "data", weights)
     assert [command[1] for command in ran] == ["train"] * 5  # color's four CPU stages, then the fine-tuning
 

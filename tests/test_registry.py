@@ -104,3 +104,53 @@ def test_without_camera_models_noise_camera_falls_back_to_the_defaults(registry_
     add_camera_models(registry_dir)
     assert registry.default_name(3, noise="camera") == "color-camera"
     assert registry.default_name(3) == "unet-color"
+
+
+@pytest.mark.parametrize("manifest", [None, '{"models": []}'])
+def test_models_without_any_model_is_a_one_line_error(tmp_path, monkeypatch, manifest):
+    if manifest is not None:
+        (tmp_path / "manifest.json").write_text(manifest)
+    monkeypatch.setenv("DENOISE_WEIGHTS", str(tmp_path))
+    for args in (["models"], ["models", "--json"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"denoise: error: no models found in {tmp_path / 'manifest.json'}")
+
+
+def _break_entry(folder, case):
+    """Spoil the manifest (or the grey model's file) of a registry folder in one way."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    gray = manifest["models"][0]
+    if case in ("file", "sha256"):
+        del gray[case]
+    elif case == "name":
+        manifest["models"].insert(0, {"file": "unet-gray.keras", "sha256": gray["sha256"]})
+    elif case == "folder":
+        (folder / "unet-gray.keras").unlink()
+        (folder / "unet-gray.keras").mkdir()
+    else:  # an entry that is not an object
+        manifest["models"].insert(0, case)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("case, problem", [
+    ("file", "model 'unet-gray' has no 'file'"),
+    ("sha256", "model 'unet-gray' has no 'sha256'"),
+    ("name", "models[0] has no 'name'"),
+    ("gray", "models[0] is not an object"),
+    (3, "models[0] is not an object"),
+    ("folder", "unet-gray.keras is a folder, not a weights file"),
+])
+def test_a_malformed_manifest_entry_is_a_one_line_error_naming_it(tmp_path, registry_dir, case, problem):
+    _break_entry(registry_dir, case)
+    save(tmp_path / "in" / "scan.png", noisy_array(16, 16, 1))
+    for args in (["models"], ["models", "--json"], ["run", str(tmp_path / "in"), str(tmp_path / "out"), "-q"],
+                 ["run", str(tmp_path / "in"), str(tmp_path / "out"), "-q", "--model", "unet-gray"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"denoise: error: {registry_dir / 'manifest.json'}: ") and problem in line, line
+    with pytest.raises(registry.WeightsError, match="manifest.json: "):
+        registry.load("unet-gray")
