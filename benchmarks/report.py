@@ -91,6 +91,47 @@ def quality_tables(quality: dict) -> list[str]:
     return lines
 
 
+def strength_table(results: dict) -> list[str]:
+    """--strength against the defaults (benchmarks/strength.py), and the time of `denoise compare`."""
+    from denoise import strength
+
+    rows = results.get("rows", [])
+    if not rows:
+        return []
+    first = rows[0]
+    lines = [f"#### Strength on {first['dataset']} at {first['noise']}", "",
+             f"`denoise run` with its defaults (`--sigma auto`, {first.get('precision') or 'float32'} "
+             f"x{first.get('ensemble') or 1}) and `--strength S`, {first['images']} images; PSNR dB / SSIM, and the "
+             "change against the defaults. Below 1 a share of the input is blended back into the output; above 1 "
+             "the model is told more than the level it would be told (`denoise/strength.py`)."
+             + (f" Measured on {results['machine']['cpu']}, {results['machine']['cores']} cores."
+                if results.get("machine") else ""), "",
+             "| `--strength` | what changes | PSNR / SSIM | against the defaults |", "|---|---|---:|---:|"]
+    for row in rows:
+        value = row["strength"]
+        if value is None:
+            what, change = "nothing: the defaults", ""
+        elif value < 1:
+            what = f"{strength.kept_share(value):.0%} of the input blended back"
+        elif value == 1:
+            what = "nothing" + (": the same bytes as the defaults" if row.get("same_bytes_as_default") else
+                                ": OUTPUTS DIFFER from the defaults")
+        else:
+            what = f"told {strength.level_factor(value):g} x the level"
+        if value is not None:
+            change = f"{row['psnr_change']:+.2f} dB"
+        label = "(none)" if value is None else f"{value:g}"
+        lines.append(f"| {label} | {what} | {row['psnr']:.2f} / {row['ssim']:.3f} | {change} |")
+    lines.append("")
+    compare = results.get("compare")
+    if compare:
+        lines.append(f"`{compare['command']}` ({compare['images']} images, the default four strengths): "
+                     f"{compare['wall_s']:.1f} s wall, {compare['cpu_s']:.1f} CPU s, peak RSS "
+                     f"{compare['peak_rss_mib']:.0f} MiB, start-up and model loading included.")
+        lines.append("")
+    return lines
+
+
 def noise_order(noise: str) -> tuple:
     """Gaussian levels first, by sigma; then the other noises by name."""
     level = noise.partition(", ")[0]
@@ -207,6 +248,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quality", default=str(common.RESULTS / "quality.json"))
     parser.add_argument("--throughput", default=str(common.RESULTS / "throughput.json"))
     parser.add_argument("--profile", default=str(common.RESULTS / "throughput-profile.json"))
+    parser.add_argument("--strength", default=str(common.RESULTS / "strength.json"))
     parser.add_argument("--markdown", default=str(DOCS / "results.md"))
     parser.add_argument("--plot", default=str(DOCS / "quality_vs_speed.png"))
     parser.add_argument("--notes", default=str(common.RESULTS / "notes.md"),
@@ -215,6 +257,7 @@ def main(argv=None) -> int:
     quality = common.load_json(Path(args.quality))
     throughput = common.load_json(Path(args.throughput))
     profile = common.load_json(Path(args.profile))
+    strengths = common.load_json(Path(args.strength))
     machine = quality.get("machine") or throughput.get("machine") or common.machine()
 
     lines = ["## Results", ""]
@@ -270,6 +313,7 @@ def main(argv=None) -> int:
     lines += quality_tables(quality)
     if Path(args.plot).name and plot(quality, Path(args.plot)):
         lines += [f"![PSNR against seconds per megapixel](quality_vs_speed.png)", ""]
+    lines += strength_table(strengths)
     lines += ["### Speed", "",
               "`denoise run` end to end (subprocess: start-up, model load, decode, model, encode, write) against "
               "the floor: the same files decoded and re-encoded by the same code (`denoise.io`, Pillow), formats and "
@@ -302,7 +346,8 @@ def main(argv=None) -> int:
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
     lines += ["### Reproduce", "", "```"]
-    commands = [inv["command"] for inv in quality.get("invocations", []) + throughput.get("invocations", []) + profile.get("invocations", [])]
+    commands = [inv["command"] for inv in quality.get("invocations", []) + throughput.get("invocations", [])
+                + profile.get("invocations", []) + strengths.get("invocations", [])]
     seen = []
     for command in commands:
         command = re.sub(r" --workdir \S+", "", command).replace("/work/bench_work/snap/gray.keras", "../runs/gray/gray.keras")
