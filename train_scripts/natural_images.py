@@ -12,9 +12,10 @@ half the learning rate, color on its photos shrunk by 2; color's stage 4 repeats
 60 epochs at half the learning rate; gray's stage 4 trains 150 epochs on the BSDS photos as grey,
 256x256 patches, from a warm restart at 2e-4. Then the GPU stages (gray's 5 and 6, color's 5)
 run train_scripts/gpu_finetune.py under JAX, each from the stage before's best model; on a
-machine without a GPU, train stops there and prints the command. The run folders (checkpoint
-with optimizer, state, history; a GPU stage's log) are committed, so training continues on any
-machine. `ship` copies the best model of the latest stage (or --source) into weights/ without
+machine without a GPU, train stops there and prints the command. The run folder of a stage still
+in progress (checkpoint with optimizer, state, history; a GPU stage's log) is committed with
+`git add -f`, so training continues on any machine; a finished stage's run folder leaves the tree
+(its command here rebuilds it), so a clone carries only what a stage still resumes from. `ship` copies the best model of the latest stage (or --source) into weights/ without
 its optimizer, measures it by the protocol (Set12 for gray, McMaster18 for color; sigma 15, 25,
 50, with the true sigma and with --sigma auto) and writes its manifest entry, then re-measures
 every mean the model is part of. `measure` measures a shipped model again and updates its
