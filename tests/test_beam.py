@@ -117,3 +117,32 @@ def test_usage_errors(tmp_path):
     assert model.exit_code == 2 and "not a registered model" in model.stderr
     noise = invoke("beam", tmp_path / "in", tmp_path / "out", "--noise", "poisson", "--sigma", "10")
     assert noise.exit_code == 2 and "leave --sigma auto" in noise.stderr
+
+
+def test_a_dead_letter_naming_an_input_is_refused_and_broken_links_reach_it(tmp_path, tiny_models, registry_dir):
+    inputs = tmp_path / "in"
+    save(inputs / "good.png", noisy_array(24, 24, 1))
+    (inputs / "gone.png").symlink_to(inputs / "missing.png")
+    before = tree_digest(inputs)
+    refused = invoke("beam", inputs, tmp_path / "out", "--dead-letter", inputs / "good.png")
+    assert refused.exit_code == 2 and "--dead-letter" in refused.stderr
+    assert tree_digest(inputs) == before and not (tmp_path / "out").exists()
+
+    dead_letter = tmp_path / "dead.jsonl"
+    ran = invoke("beam", inputs, tmp_path / "out", "--model", tiny_models["unet-gray"], "--dead-letter", dead_letter,
+                 "--direct_num_workers", 1)
+    assert ran.exit_code == 1, ran.output
+    records = [json.loads(line) for line in dead_letter.read_text().splitlines()]
+    assert [(record["input"], record["stage"]) for record in records] == [(str(inputs / "gone.png"), "read")]
+    assert "broken symlink" in records[0]["reason"]
+    assert (tmp_path / "out" / "good.png").is_file()
+    assert tree_digest(inputs) == before
+
+
+def test_a_tampered_default_model_fails_before_the_pipeline_in_one_line(tmp_path, registry_dir):
+    save(tmp_path / "in" / "a.png", noisy_array(24, 24, 1))
+    (registry_dir / "unet-gray.keras").write_bytes(b"tampered")
+    result = invoke("beam", tmp_path / "in", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]
+    assert "does not match the manifest" in result.stderr
