@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from denoise import io
-from denoise.pipeline import RunOptions
+from denoise.plan import RunOptions
 
 
 def copy_one(path: Path, target: Path, quality: int) -> int:

@@ -87,25 +87,26 @@ def patch(owner, name: str, stage: str, wrap=timed) -> bool:
 
 
 def install() -> list[str]:
-    from denoise import io, pipeline, registry, runtime, tiles
+    from denoise import engine, io, registry, runtime, stream, tiles, treatments
 
     patched = []
     for owner, name, stage, wrap in [
         (runtime, "tensorflow", "start-up (import TensorFlow)", timed),
         (registry, "load", "model load", timed),
         (io, "read_image", "decode", timed),
-        (pipeline, "estimate_sigma", "sigma estimate", timed),
+        (treatments, "estimate_level", "sigma estimate", timed),
+        (treatments, "estimate_sigma", "sigma estimate", timed),
         (tiles, "extract", "tiling", timed_iterator),
         (tiles.Blender, "add", "blend", timed),
         (tiles.Blender, "result", "blend", timed),
         (io, "encode", "encode", timed),
         (io, "write_atomic", "write", timed),
-        (pipeline._ReadAhead, "__iter__", "wait for input (main thread)", timed_iterator),
+        (stream.ReadAhead, "__iter__", "wait for input (main thread)", timed_iterator),
     ]:
         if patch(owner, name, stage, wrap):
             patched.append(f"{getattr(owner, '__name__', owner)}.{name}")
 
-    runner = getattr(pipeline, "Runner", None)
+    runner = getattr(engine, "Engine", None)
     if runner is not None and hasattr(runner, "function"):
         original = runner.function
 
@@ -129,7 +130,7 @@ def install() -> list[str]:
             return call
 
         runner.function = function
-        patched.append("pipeline.Runner.function")
+        patched.append("engine.Engine.function")
     return patched
 
 

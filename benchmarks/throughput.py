@@ -203,7 +203,9 @@ def bm3d_per_megapixel(arrays: list[np.ndarray], sigma: float) -> dict:
 
 def seam_check(large: Path, workdir: Path, model: str, sigma: str, device: str, size: int = 1536) -> dict:
     """Denoise a crop of the large image in the tiles `denoise run` uses and as one tile; compare."""
-    from denoise import pipeline, registry, tiles
+    from denoise import registry, tiles, treatments
+    from denoise.engine import Engine
+    from denoise.settings import Inference
 
     with Image.open(large) as image:
         size = min(size, image.width, image.height)
@@ -221,8 +223,8 @@ def seam_check(large: Path, workdir: Path, model: str, sigma: str, device: str, 
     difference = np.abs(outputs["tiled"] - outputs["whole"])
     # Where the tile borders fall in this crop: the pipeline's tile for the model, tiles.layout.
     loaded = registry.load(registry.default_name(3) if model == "auto" else model)
-    tile = pipeline.Runner(pipeline.RunOptions(inputs=(), output=workdir), print).tile_for(loaded)
-    axis = tiles.layout(size, tile, loaded.multiple, pipeline.MARGIN)
+    tile = Engine(Inference(), print).tile_for(loaded)
+    axis = tiles.layout(size, tile, loaded.multiple, treatments.MARGIN)
     borders = sorted({start for start in axis.starts[1:]} | {start + axis.tile for start in axis.starts[:-1]})
     band = np.zeros(size, bool)
     for border in borders:

@@ -44,7 +44,9 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from denoise import io, registry
-from denoise.pipeline import InputGuard, UsageError, check_noise, check_side_file, check_strength, one_line
+from denoise.plan import InputGuard, check_side_file
+from denoise.report import one_line
+from denoise.settings import Inference, UsageError
 
 NAMESPACE = "denoise"
 LOCAL_RUNNER = "FnApiRunner"  # the default: in process, no download (see run())
@@ -58,17 +60,9 @@ class BeamOptions:
 
     input_pattern: str
     output_prefix: str
-    model: str = "auto"
-    sigma: str = "auto"
+    inference: Inference = Inference()
     format: str = "keep"
     quality: int = 95
-    tile: int = 1440  # as RunOptions.tile
-    batch_size: int = 1  # as RunOptions.batch_size
-    device: str = "auto"
-    ensemble: int = 0  # as RunOptions.ensemble
-    precision: str = "auto"  # as RunOptions.precision
-    noise: str = "auto"  # as RunOptions.noise
-    strength: float = 1.0  # as RunOptions.strength
     overwrite: bool = False
     dead_letter: str | None = None  # default: OUTPUT_PREFIX.dead-letter.jsonl
     beam_args: tuple[str, ...] = ()
@@ -113,8 +107,7 @@ def target_for(relative: str, options: BeamOptions) -> str:
 
 def check(options: BeamOptions) -> None:
     """Refuse, before anything runs, what ``denoise run`` refuses with exit status 2."""
-    check_noise(options.noise, options.sigma)
-    check_strength(options.strength)
+    options.inference.check()
     root, glob = split_pattern(options.input_pattern)
     if is_local(glob) and not _WILDCARD.search(glob) and not os.path.lexists(glob):
         raise UsageError(f"{options.input_pattern}: no such file or folder")
@@ -128,13 +121,13 @@ def check(options: BeamOptions) -> None:
         raise UsageError(f"{options.input_pattern}: the output folder must differ from the input")
     if is_local(options.dead_letter_path) and is_local(root):
         check_side_file(Path(options.dead_letter_path), (Path(root or "."),), "--dead-letter")
-    model = options.model
+    model = options.inference.model
     if model != "auto" and is_local(model) and registry.find(model) is None:
         if Path(model).suffix != ".keras" or not Path(model).is_file():
             known = ", ".join(entry["name"] for entry in registry.entries()) or "none"
             raise UsageError(f"{model}: not a registered model ({known}) nor a .keras file")
     # A missing or altered model file fails here in one line, not inside the workers.
-    names = [registry.default_name(1, noise=options.noise), registry.default_name(3, noise=options.noise)] \
+    names = [registry.default_name(1, noise=options.inference.noise), registry.default_name(3, noise=options.inference.noise)] \
         if model == "auto" else [model] if registry.find(model) is not None else []
     for name in names:
         registry.verify(name)
@@ -289,33 +282,28 @@ class DenoiseModelHandler(ModelHandler):
     images into tiles and runs them through the model in batches as ``denoise run`` does.
     """
 
-    def __init__(self, model: str = "auto", sigma: str = "auto", tile: int = 1440, batch_size: int = 1,
-                 device: str = "auto", ensemble: int = 0, precision: str = "auto", noise: str = "auto",
-                 strength: float = 1.0):
+    def __init__(self, inference: Inference = Inference()):
         super().__init__()
-        self.model, self.sigma, self.tile, self.batch_size, self.device = model, sigma, tile, batch_size, device
-        self.ensemble, self.precision, self.noise, self.strength = ensemble, precision, noise, strength
+        self.inference = inference
 
     def load_model(self):
-        from denoise import pipeline, runtime
+        from denoise import runtime
+        from denoise.engine import Engine
 
-        runtime.tensorflow(self.device)
-        options = pipeline.RunOptions(inputs=(), output=Path("."), model=local_model(self.model), sigma=self.sigma,
-                                      tile=self.tile, batch_size=self.batch_size, device=self.device,
-                                      ensemble=self.ensemble, precision=self.precision, noise=self.noise,
-                                      strength=self.strength)
-        runner = pipeline.Runner(options, warn=log.warning)
+        runtime.tensorflow(self.inference.device)
+        engine = Engine(dataclasses.replace(self.inference, model=local_model(self.inference.model)), warn=log.warning)
         # Load now (both defaults under auto): a missing or corrupt model fails the job at once,
         # not every file one by one.
-        for channels in (1, 3) if self.model == "auto" else (1,):
-            runner.model_for(channels)
-        return runner
+        for channels in (1, 3) if self.inference.model == "auto" else (1,):
+            engine.model_for(channels)
+        return engine
 
     def run_inference(self, batch, model, inference_args=None):
         from denoise import pipeline, registry
+        from denoise.plan import Job
 
         def denoise(images):
-            jobs = [(pipeline.Job(index, Path(), Path()), decoded) for index, decoded in enumerate(images)]
+            jobs = [(Job(index, Path(), Path()), decoded) for index, decoded in enumerate(images)]
             return pipeline.denoise_decoded(model, jobs)
 
         try:
@@ -343,7 +331,7 @@ class DenoiseModelHandler(ModelHandler):
     def batch_elements_kwargs(self):
         # Batches are weighed in pixels: at least one model batch's worth (``batch_size`` full
         # tiles), at most four, so small images batch well and memory stays bounded.
-        budget = self.batch_size * self.tile * self.tile
+        budget = self.inference.batch_pixels
         return {"min_batch_size": budget, "max_batch_size": 4 * budget,
                 "element_size_fn": functools.partial(_pixels_of, most=budget)}
 
@@ -388,9 +376,7 @@ class Write(beam.DoFn):
 def build(pipeline: beam.Pipeline, options: BeamOptions):
     """Add the denoising steps to ``pipeline``; return the dead-letter PCollection (JSON lines)."""
     _, glob = split_pattern(options.input_pattern)
-    handler = KeyedModelHandler(DenoiseModelHandler(options.model, options.sigma, options.tile,
-                                                    options.batch_size, options.device, options.ensemble,
-                                                    options.precision, options.noise, options.strength))
+    handler = KeyedModelHandler(DenoiseModelHandler(options.inference))
     root, _ = split_pattern(options.input_pattern)
     if is_local(glob) and glob == root + "**":
         # A local folder is walked as `run` walks it, so broken links and unreadable folders
@@ -444,7 +430,7 @@ def run(options: BeamOptions) -> dict:
                 summary[counter.key.metric.name] += value or 0
     except Exception:  # a runner that reports no metrics
         summary = {key: None for key in summary}
-    summary.update(seconds=round(seconds, 3), dead_letter=options.dead_letter_path, strength=options.strength)
+    summary.update(seconds=round(seconds, 3), dead_letter=options.dead_letter_path, strength=options.inference.strength)
     if summary["ok"] is not None:
         summary["images_per_second"] = round(summary["ok"] / max(seconds, 1e-9), 2)
     return summary

@@ -5,8 +5,8 @@ TensorFlow is imported only inside the commands that need it, so ``denoise --hel
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 import os
 import shlex
 import sys
@@ -65,19 +65,10 @@ def main():
     """
 
 
-def _sigma_option(value: str) -> str:
-    """auto, or a level from 0 to 255 (nan, inf and negative levels are refused)."""
-    if value != "auto":
-        try:
-            level = float(value)
-        except ValueError:
-            level = math.nan
-        if not 0 <= level <= 255:
-            raise click.BadParameter(f"{value!r} is not 'auto' or a level from 0 to 255")
-    return value
-
-
 FORMATS = {"keep": "keep", "png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp", "tiff": "tiff", "tif": "tiff"}
+ADDED_NOISES = ("gaussian", "poisson", "salt-pepper", "speckle", "camera")  # noise.KINDS but the mixture
+# As settings.NOISE_KINDS (a test checks): repeated so that --help needs no import of the package.
+NOISE_KINDS = ("auto", "gaussian", "poisson", "impulse", "correlated", "camera")
 
 
 def format_option(help: str):
@@ -86,72 +77,82 @@ def format_option(help: str):
                         show_default=True, callback=lambda context, parameter, value: FORMATS[value.lower()], help=help)
 
 
-ENSEMBLE = click.option(
-    "--ensemble", type=click.Choice(["auto", "1", "2", "4", "8"]), default="auto", is_flag=False, flag_value="8",
-    show_default=True, callback=lambda context, parameter, value: 0 if value == "auto" else int(value),
-    help="Average the model over N flips and quarter turns of each tile (--ensemble alone: 8), for N times the "
-         "model time. Set12 at sigma 25: 2 gains 0.08 dB, 4 0.12, 8 0.13; McMaster18: 0.05, 0.10, 0.11. "
-         "auto: 2 where one network runs in bfloat16, else 1.")
-ADDED_NOISES = ("gaussian", "poisson", "salt-pepper", "speckle", "camera")  # noise.KINDS but the mixture
-NOISE_KINDS = ("auto", "gaussian", "poisson", "impulse", "correlated", "camera")  # as pipeline.NOISE_KINDS
-NOISE_HELP = (
-    "The kind of noise in the images. gaussian: the same level everywhere. poisson: noise that grows with "
-    "brightness (photon noise: low light, microscopy, astronomy), made even by the Anscombe transform before the "
-    "model. auto: poisson for each image whose noise clearly grows with brightness, else gaussian. impulse: "
-    "salt-and-pepper, isolated black and white specks (dead pixels, dust), filled from their neighbours before "
-    "the model; not in auto, since dots and stroke ends of small text look alike. correlated: noise in grains or "
-    "blotches wider than a pixel (a resized noisy image, demosaicing, in-camera processing), which the models "
-    "otherwise take for texture; the four half-size images of every other pixel are denoised instead; not in "
-    "auto: on independent noise it costs about 3 dB. camera: a camera's own noise in its JPEGs and PNGs (high ISO, "
-    "dim light: grainy, coloured, strongest in the shadows), through the models trained on it (color-camera, "
-    "gray-camera); on McMaster18 2.8-4.8 dB above CBM3D, but 1.4-7 dB worse than the default on white noise, so "
-    "not in auto. All but gaussian need --sigma auto.")
-NOISE = click.option("--noise", type=click.Choice(NOISE_KINDS), default="auto",
-                     show_default=True, help=NOISE_HELP)
-PRECISION = click.option(
-    "--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
-    help="Arithmetic of the network's inner layers. bfloat16 runs the model 1.6-1.85x as fast on CPUs with "
-         "AVX512-BF16 or AMX (0.005 dB lower PSNR) and far slower on CPUs without them; the image and the "
-         "output stay float32. auto: bfloat16 on CPUs with it, where --ensemble auto spends the time saved on the "
-         "mirror pair of a one-network model such as the grey default (Set12 at sigma 25: 30.27 dB against 30.20; "
-         "a 12 MP grey photo takes 15.0 s against 14.0 in float32); float32 elsewhere and on GPUs. Pin "
-         "--precision float32 --ensemble 1 for the same outputs on every machine.")
-STRENGTH = click.option(
-    "--strength", type=click.FloatRange(0, 4), default=1.0, show_default=True,
-    help="How much to clean: 1 the default, 0 leaves images as they are, above 1 cleans harder (less grain and "
-         "fine texture). Below 1 part of the input is blended back. Look first with `denoise compare`; figures in "
-         "docs/results.md.")
+def _sigma(context, parameter, value: str) -> float | None:
+    from denoise.settings import parse_sigma
+
+    try:
+        return parse_sigma(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+INFERENCE_FIELDS = ("model", "sigma", "noise", "strength", "ensemble", "precision", "tile", "batch_size", "device")
+
+
+def inference_options(sigma: str = "--sigma", noise: str = "--noise", single: bool = True):
+    """The options of settings.Inference, shared by run, beam, eval and compare; the command gets
+    them as one ``inference`` argument. ``sigma``/``noise`` name those flags (eval's --model-sigma
+    and --model-noise); ``single`` False leaves out --model, --noise and --strength (compare offers
+    lists of them)."""
+    options = [
+        click.option("--model", default="auto", show_default=True,
+                     help="A name from `denoise models`, a .keras file, or auto: the shipped default for "
+                          "each image."),
+        click.option(sigma, "sigma", default="auto", show_default=True, callback=_sigma,
+                     help="Noise level told to the model (0-255), or auto: read on each image."),
+        click.option(noise, "noise", type=click.Choice(NOISE_KINDS), default="auto",
+                     help="auto: gaussian, or poisson where noise grows with brightness. The others (see "
+                          "README's table) need --sigma auto."),
+        click.option("--strength", type=click.FloatRange(0, 4), default=1.0, show_default=True,
+                     help="How much to clean: 1 default, 0 none, above 1 harder; below 1 blends the input "
+                          "back. `denoise compare` shows it."),
+        click.option("--ensemble", type=click.Choice(["auto", "1", "2", "4", "8"]), default="auto", is_flag=False,
+                     flag_value="8", show_default=True,
+                     callback=lambda context, parameter, value: None if value == "auto" else int(value),
+                     help="Mean over N flips and turns of each tile (alone: 8), for N times the model time. "
+                          "auto: 2 on bfloat16 CPUs, else 1."),
+        click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto",
+                     help="Network arithmetic; auto: bfloat16 where the CPU has it. float32 with --ensemble 1 "
+                          "gives the same output on every machine."),
+        click.option("--tile", type=click.IntRange(64, None), default=1440, show_default=True,
+                     help="Larger images go in overlapping tiles of at most this size."),
+        click.option("--batch-size", type=click.IntRange(1, None), default=1, show_default=True,
+                     help="Full tiles one model call holds; with --tile, what bounds memory."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+                     help="auto uses a GPU when TensorFlow sees one."),
+    ]
+    if not single:
+        options = [option for option, name in zip(options, INFERENCE_FIELDS) if name not in ("model", "noise", "strength")]
+
+    def decorate(function):
+        @functools.wraps(function)
+        def command(*args, **kwargs):
+            from denoise.settings import Inference
+
+            fields = {name: kwargs.pop(name) for name in INFERENCE_FIELDS if name in kwargs}
+            return function(*args, inference=Inference(**fields), **kwargs)
+
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 @main.command(options_metavar="[OPTIONS]")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT... OUTPUT")
-@click.option("--model", default="auto", show_default=True,
-              help="Registry name (see `denoise models`), a .keras file, or auto: the shipped model for each image (grey or colour).")
-@click.option("--sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
-              help="Noise standard deviation in 0-255 units, or auto to estimate it per image.")
-@NOISE
+@inference_options()
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
 @format_option("Output format; keep writes each image in its input format.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality (a lossless WebP input stays lossless).")
-@click.option("--tile", type=click.IntRange(64, None), default=1440, show_default=True,
-              help="Images larger than this are processed in overlapping tiles of at most this size.")
-@click.option("--batch-size", type=click.IntRange(1, None), default=1, show_default=True,
-              help="Tiles of --tile size that run through the model together; smaller images are batched "
-                   "to as many pixels. Tile and batch size bound the memory.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
-              help="auto uses a GPU when TensorFlow sees one.")
-@ENSEMBLE
-@PRECISION
-@STRENGTH
-@click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them, so a rerun resumes).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them, so a rerun resumes).")
 @click.option("--dry-run", is_flag=True, help="List what would be done and exit.")
 @click.option("--report", type=click.Path(path_type=Path),
-              help="Write a JSON report to this path: the summary, and each file's status, reason, seconds, sigma, "
-                   "noise, model and ensemble; the summary gives the precision and strength.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(paths, model, sigma, noise, recursive, fmt, quality, tile, batch_size, device, ensemble, precision, strength,
-        overwrite, dry_run, report, quiet):
+              help="Write a JSON report here: a summary, and each file's status, reason, time, level, noise "
+                   "and model.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no closing summary line.")
+def run(paths, inference, recursive, fmt, quality, overwrite, dry_run, report, quiet):
     """Denoise images: INPUT... (files or folders) into the OUTPUT folder.
 
     The output tree mirrors the inputs, with the same file names, format, bit depth, alpha
@@ -160,15 +161,16 @@ def run(paths, model, sigma, noise, recursive, fmt, quality, tile, batch_size, d
     stderr, and a last line says what was done. Exit status: 0 all done, 1 some files failed,
     2 usage error.
     """
-    from denoise.pipeline import RunOptions, UsageError, run_batch
+    from denoise.pipeline import run_batch
+    from denoise.plan import RunOptions
     from denoise.registry import WeightsError
+    from denoise.settings import UsageError
 
     if len(paths) < 2:
         _fail("give at least one INPUT and the OUTPUT folder")
     options = RunOptions(
-        inputs=tuple(paths[:-1]), output=paths[-1], model=model, sigma=sigma, noise=noise, recursive=recursive,
-        format=fmt, quality=quality, tile=tile, batch_size=batch_size, device=device, ensemble=ensemble,
-        precision=precision, strength=strength, overwrite=overwrite, dry_run=dry_run, report=report,
+        inputs=tuple(paths[:-1]), output=paths[-1], inference=inference, recursive=recursive, format=fmt,
+        quality=quality, overwrite=overwrite, dry_run=dry_run, report=report,
         progress=not quiet and sys.stderr.isatty(), quiet=quiet,
     )
     try:
@@ -182,25 +184,13 @@ def run(paths, model, sigma, noise, recursive, fmt, quality, tile, batch_size, d
 @click.argument("input_pattern")
 @click.argument("output_prefix")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--model", default="auto", show_default=True,
-              help="Registry name, a .keras file, or its URL (gs://, s3://): each worker loads it once.")
-@click.option("--sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
-              help="Noise standard deviation in 0-255 units, or auto to estimate it per image.")
-@NOISE
+@inference_options()
 @format_option("Output format; keep writes each image in its input format.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality (a lossless WebP input stays lossless).")
-@click.option("--tile", type=click.IntRange(64, None), default=1440, show_default=True, help="As for `denoise run`.")
-@click.option("--batch-size", type=click.IntRange(1, None), default=1, show_default=True, help="As for `denoise run`.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
-              help="Device on each worker; auto uses a GPU when TensorFlow sees one.")
-@ENSEMBLE
-@PRECISION
-@STRENGTH
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")
 @click.option("--dead-letter", help="JSON-lines file of the files that failed (default OUTPUT_PREFIX.dead-letter.jsonl).")
-def beam(input_pattern, output_prefix, beam_args, model, sigma, noise, fmt, quality, tile, batch_size, device,
-         ensemble, precision, strength, overwrite, dead_letter):
+def beam(input_pattern, output_prefix, beam_args, inference, fmt, quality, overwrite, dead_letter):
     """Denoise INPUT_PATTERN (a folder, or a glob such as gs://b/in/**/*.png) into OUTPUT_PREFIX
     with an Apache Beam pipeline; runner options (--runner, --project, ...) follow the two paths.
 
@@ -221,9 +211,8 @@ def beam(input_pattern, output_prefix, beam_args, model, sigma, noise, fmt, qual
     from denoise.registry import WeightsError
 
     options = beam_job.BeamOptions(
-        input_pattern=input_pattern, output_prefix=output_prefix, model=model, sigma=sigma, noise=noise, format=fmt,
-        quality=quality, tile=tile, batch_size=batch_size, device=device, ensemble=ensemble, precision=precision,
-        strength=strength, overwrite=overwrite, dead_letter=dead_letter, beam_args=tuple(beam_args),
+        input_pattern=input_pattern, output_prefix=output_prefix, inference=inference, format=fmt, quality=quality,
+        overwrite=overwrite, dead_letter=dead_letter, beam_args=tuple(beam_args),
     )
     try:
         summary = beam_job.run(options)
@@ -238,11 +227,11 @@ def beam(input_pattern, output_prefix, beam_args, model, sigma, noise, fmt, qual
 @main.command("add-noise")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT... OUTPUT")
 @click.option("--noise", type=click.Choice(ADDED_NOISES), default="gaussian", show_default=True,
-              help="Noise type. camera: a camera's photon and read noise, strongest in the shadows once "
-                   "gamma-encoded, stronger in red and blue, in grains of about two pixels (demosaicing).")
+              help="Noise type. camera: a camera's photon and read noise, demosaiced (grains of two "
+                   "pixels), strongest in the shadows.")
 @click.option("--level", default="25", show_default=True,
-              help="gaussian: sigma in 0-255 units; poisson and camera: peak photon count (lower is noisier); "
-                   "salt-pepper: fraction of pixels hit; speckle: sigma of the multiplicative factor.")
+              help="gaussian: sigma (0-255); poisson, camera: peak photons (lower: noisier); salt-pepper: "
+                   "share of pixels hit; speckle: sigma of the factor.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed; each file derives its own from it and its name.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
 @format_option("Output format (JPEG compresses the noise away: PNG keeps it exact).")
@@ -252,8 +241,10 @@ def beam(input_pattern, output_prefix, beam_args, model, sigma, noise, fmt, qual
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def add_noise(paths, noise, level, seed, recursive, fmt, quality, overwrite, dry_run, quiet):
     """Write noisy copies of INPUT... (files or folders) into the OUTPUT folder."""
+    from denoise.add_noise import add_noise_batch
     from denoise.noise import NoiseSpec
-    from denoise.pipeline import UsageError, add_noise_batch, RunOptions
+    from denoise.plan import RunOptions
+    from denoise.settings import UsageError
 
     if len(paths) < 2:
         _fail("give at least one INPUT and the OUTPUT folder")
@@ -333,17 +324,16 @@ def models(as_json):
 @click.option("--noise", type=click.Choice([*ADDED_NOISES, "mixture"]),
               default="gaussian", show_default=True, help="Noise added on the fly to every training image.")
 @click.option("--sigma", "level", default=None,
-              help="Noise level or range LOW:HIGH drawn per image (units as in `add-noise --level`); default "
-                   "gaussian 0:75, poisson 10:100, salt-pepper 0.01:0.1, speckle 0.05:0.3, camera 25:400 "
-                   "(mixture: one of the first four).")
+              help="Level or range LOW:HIGH drawn per image (as `add-noise --level`). Default: gaussian 0:75, "
+                   "poisson 10:100, salt-pepper 0.01:0.1, speckle 0.05:0.3, camera 25:400.")
 @click.option("--clip/--no-clip", default=True, show_default=True, help="Clip noisy images to [0, 1].")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random flips and 90-degree turns.")
 @click.option("--patch-size", type=click.IntRange(4), default=None,
               help="Training patch size (default 64 for folders, whole images for .npz/tfds of one size); "
                    "smaller images are mirror-padded. dense: its input size.")
 @click.option("--downscale", type=click.IntRange(1), default=1, show_default=True,
-              help="Shrink training images by this factor (block mean) before cropping: 2 cleans JPEG photos of "
-                   "their chroma subsampling, artefacts and sensor noise. Validation images stay as they are.")
+              help="Shrink training images by this factor (block mean) first: 2 cleans JPEG photos of "
+                   "chroma subsampling and noise. Not validation images.")
 @click.option("--epochs", type=click.IntRange(1), default=20, show_default=True, help="Epochs to train (in total, across resumes).")
 @click.option("--steps-per-epoch", type=click.IntRange(1), default=None, help="Batches per epoch (default: one pass over the images).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Patches per batch.")
@@ -353,12 +343,11 @@ def models(as_json):
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
               help="Learning-rate schedule: cosine decay to 1 % over all epochs, or constant.")
 @click.option("--warmup", type=click.IntRange(0), default=0, show_default=True,
-              help="Raise the learning rate linearly from 0 over the first N steps. Use it with --init-from: "
-                   "a fresh Adam moves every weight by the full rate at once and knocks a trained model back.")
+              help="Raise the learning rate from 0 over the first N steps; with --init-from, it keeps a "
+                   "fresh Adam from knocking a trained model back.")
 @click.option("--average", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Also keep a moving average of the weights with this momentum (0.9995: about the last 2,000 "
-                   "steps), validate it each epoch and save it as the best model when it does better. It evens out "
-                   "the noise of small batches; 0: off.")
+              help="Also keep a moving average of the weights (0.9995: the last ~2,000 steps), validated "
+                   "each epoch and saved when better; 0: off.")
 @click.option("--early-stopping", type=click.IntRange(0), default=0, show_default=True,
               help="Stop after N epochs without a better validation PSNR (0: off).")
 @click.option("--reduce-lr-on-plateau", type=click.IntRange(0), default=0, show_default=True,
@@ -369,17 +358,16 @@ def models(as_json):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, patches and noise.")
 @click.option("--logdir", help="Write TensorBoard logs here.")
 @click.option("--strategy", type=click.Choice(["auto", "mirrored", "multiworker"]), default="auto", show_default=True,
-              help="tf.distribute strategy: mirrored over local devices, multiworker over machines (TF_CONFIG); "
-                   "auto: mirrored when there are several GPUs.")
+              help="mirrored: over local devices; multiworker: over machines (TF_CONFIG); auto: mirrored "
+                   "with several GPUs.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="auto uses the GPUs when TensorFlow sees some.")
 @click.option("--name", help="Registry name; with it (or with --out in weights/) the model's entry is written "
                              "to the manifest.json beside --out.")
 @click.option("--resume", is_flag=True, help="Continue the run saved beside --out (same epoch and optimizer state).")
 @click.option("--init-from", metavar="NAME|PATH",
-              help="Start a new run from this model's weights: a shipped model (see `denoise models`) or a .keras "
-                   "file. Its --channels/--filters/--depth/--blocks/--repeats are used unless given. Fine-tuning, "
-                   "e.g. on your own images or larger patches, at a lower --lr with --warmup.")
+              help="Fine-tune from this model (a shipped name or .keras file), with its architecture unless "
+                   "given; use a lower --lr with --warmup.")
 @click.option("--out", required=True, type=click.Path(), help="Where the best model (.keras) goes; run state in OUT.run/.")
 @click.pass_context
 def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks, repeats, latent_dim, noise, level, clip,
@@ -449,23 +437,15 @@ def _command_line(ctx: click.Context, skip: tuple[str, ...] = ()) -> str:
 
 @main.command("eval")
 @click.argument("clean", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--noise", type=click.Choice(ADDED_NOISES), default="gaussian",
+@click.option("--noise", "added", type=click.Choice(ADDED_NOISES), default="gaussian",
               show_default=True, help="Noise added to the clean images (as `add-noise --noise`).")
 @click.option("--sigma", "level", default="25", show_default=True, help="Noise level (units as in `add-noise --level`).")
-@click.option("--model", default="auto", show_default=True, help="Registry name or .keras file to evaluate.")
-@click.option("--model-sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
-              help="The sigma the model is told: auto (estimated per image) or a number.")
-@click.option("--model-noise", type=click.Choice(NOISE_KINDS), default="auto",
-              show_default=True, help="The kind of noise the run assumes: `denoise run --noise`.")
+@inference_options(sigma="--model-sigma", noise="--model-noise")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (each image derives its own from its name).")
-@ENSEMBLE
-@PRECISION
-@STRENGTH
 @click.option("--denoised", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Score outputs made elsewhere (same relative names) instead of running a model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def evaluate(clean, noise, level, model, model_sigma, model_noise, seed, ensemble, precision, strength, denoised,
-             as_json):
+def evaluate(clean, added, level, inference, seed, denoised, as_json):
     """Add noise to CLEAN images by the benchmark protocol, denoise, and print PSNR / SSIM.
 
     Noisy inputs are rounded to 8 bits and saved as PNG before denoising, exactly as the
@@ -474,17 +454,15 @@ def evaluate(clean, noise, level, model, model_sigma, model_noise, seed, ensembl
     from denoise import runtime
     from denoise.evaluate import EvalOptions, evaluate as run_evaluation
     from denoise.noise import NoiseSpec
-    from denoise.pipeline import UsageError
     from denoise.registry import WeightsError
+    from denoise.settings import UsageError
 
     try:
-        spec = NoiseSpec.parse(noise, level)
+        spec = NoiseSpec.parse(added, level)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--sigma") from None
     runtime.tensorflow()
-    options = EvalOptions(clean=tuple(clean), noise=spec, model=model,
-                          sigma=model_sigma, treatment=model_noise, seed=seed, ensemble=ensemble, precision=precision,
-                          strength=strength, denoised=denoised)
+    options = EvalOptions(clean=tuple(clean), noise=spec, inference=inference, seed=seed, denoised=denoised)
     try:
         results = run_evaluation(options)
     except (UsageError, WeightsError, ValueError) as error:
@@ -532,20 +510,14 @@ def _names(context, parameter, value: str) -> tuple[str, ...]:
               help="Models to show side by side, comma-separated (as `run --model`).")
 @click.option("--noise", "noises", default="auto", show_default=True, callback=_names,
               help=f"--noise kinds to show side by side, comma-separated ({', '.join(NOISE_KINDS)}).")
-@click.option("--sigma", default="auto", show_default=True, callback=lambda c, p, v: _sigma_option(v),
-              help="As for `denoise run`.")
 @click.option("--sample", type=click.IntRange(1, None), default=4, show_default=True,
               help="Images shown, spread over the inputs.")
 @click.option("--crop", type=click.IntRange(16, None), default=128, show_default=True,
               help="Side of the crops in pixels: per image its most detailed and its flattest area.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
-              help="auto uses a GPU when TensorFlow sees one.")
-@ENSEMBLE
-@PRECISION
+@inference_options(single=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the sheet's layout as JSON.")
-def compare(paths, out, strengths, models, noises, sigma, sample, crop, recursive, device, ensemble, precision,
-            as_json):
+def compare(paths, out, strengths, models, noises, sample, crop, recursive, inference, as_json):
     """Show crops of a few of INPUT... (files or folders) denoised at several strengths, side by
     side at 100% zoom, to pick the --strength (or --model, --noise) for `denoise run`.
 
@@ -555,12 +527,11 @@ def compare(paths, out, strengths, models, noises, sigma, sample, crop, recursiv
     """
     from denoise import io
     from denoise.compare import CompareOptions, make_sheet
-    from denoise.pipeline import UsageError
     from denoise.registry import WeightsError
+    from denoise.settings import UsageError
 
     options = CompareOptions(inputs=tuple(paths), out=out, strengths=strengths, models=models, noises=noises,
-                             sigma=sigma, sample=sample, crop=crop, recursive=recursive, device=device,
-                             ensemble=ensemble, precision=precision)
+                             sample=sample, crop=crop, recursive=recursive, inference=inference)
     try:
         layout = make_sheet(options, say=lambda message: click.echo(message, err=True))
     except (UsageError, WeightsError) as error:

@@ -3,7 +3,7 @@ input beside the output at several ``--strength`` values (and, on request, sever
 ``--noise`` kinds), at 100% zoom, each labelled with its setting and the level the model was told.
 
 - It works on a sample: ``--sample`` images spread over the sorted inputs, decoded whole. Each is
-  read as ``run`` reads it (noise level and treatment, :meth:`pipeline.Runner.read`) on the
+  read as ``run`` reads it (noise level and treatment, :func:`treatments.reading_of`) on the
   whole image, not on a crop.
 - Per image two crops: its most detailed window and its flattest (the highest and the lowest
   local variance of the grey levels; the flattest leaves out clipped black or white areas where
@@ -33,8 +33,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from denoise import io, pipeline, strength as strengths
-from denoise.pipeline import UsageError
+from denoise import io, pipeline, strength as strengths, treatments
+from denoise.engine import Engine
+from denoise.plan import Job
+from denoise.settings import Inference, UsageError, check_noise, check_strength
 
 FORMATS = (".png", ".html")
 SIZES_READ = 1000  # headers read at most for the estimate; more inputs are extrapolated from these
@@ -51,13 +53,10 @@ class CompareOptions:
     strengths: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     models: tuple[str, ...] = ("auto",)
     noises: tuple[str, ...] = ("auto",)
-    sigma: str = "auto"
     sample: int = 4  # images shown
     crop: int = 128  # the side of a crop, in pixels
     recursive: bool = True
-    device: str = "auto"
-    ensemble: int = 0  # as RunOptions.ensemble
-    precision: str = "auto"  # as RunOptions.precision
+    inference: Inference = Inference()  # its model, noise and strength are the ones above, one by one
 
 
 def check(options: CompareOptions) -> None:
@@ -67,9 +66,9 @@ def check(options: CompareOptions) -> None:
     if not options.strengths:
         raise UsageError("--strengths: give at least one")
     for value in options.strengths:
-        pipeline.check_strength(value)
+        check_strength(value)
     for noise in options.noises:
-        pipeline.check_noise(noise, options.sigma)
+        check_noise(noise, options.inference.sigma)
     if options.sample < 1 or options.crop < 16:
         raise UsageError("--sample must be at least 1 and --crop at least 16")
     for path in options.inputs:
@@ -159,13 +158,13 @@ class _Shown:
 
 
 def _region(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """The crop with :data:`pipeline.MARGIN` of context, starting on even rows and columns (so a
+    """The crop with :data:`treatments.MARGIN` of context, starting on even rows and columns (so a
     mosaic of it has the whole image's phases)."""
     top, left, tall, wide = box
-    region_top, region_left = max(0, top - pipeline.MARGIN), max(0, left - pipeline.MARGIN)
+    region_top, region_left = max(0, top - treatments.MARGIN), max(0, left - treatments.MARGIN)
     region_top -= region_top % 2
     region_left -= region_left % 2
-    bottom, right = min(shape[0], top + tall + pipeline.MARGIN), min(shape[1], left + wide + pipeline.MARGIN)
+    bottom, right = min(shape[0], top + tall + treatments.MARGIN), min(shape[1], left + wide + treatments.MARGIN)
     return region_top, region_left, bottom - region_top, right - region_left
 
 
@@ -198,7 +197,7 @@ def make_sheet(options: CompareOptions, say: Callable[[str], None] | None = None
     from denoise import runtime
 
     try:
-        runtime.tensorflow(options.device)
+        runtime.tensorflow(options.inference.device)
     except ValueError as error:
         raise UsageError(str(error)) from None
     variants = list(itertools.product(options.models, options.noises))
@@ -208,21 +207,19 @@ def make_sheet(options: CompareOptions, say: Callable[[str], None] | None = None
     model_seconds, model_pixels = 0.0, 0
     for number, variant in enumerate(variants):
         model, noise = variant
-        runner = pipeline.Runner(pipeline.RunOptions(
-            inputs=options.inputs, output=Path("."), model=model, sigma=options.sigma, noise=noise,
-            ensemble=options.ensemble, precision=options.precision, device=options.device), say)
+        runner = Engine(dataclasses.replace(options.inference, model=model, noise=noise), say)
         for image in shown:
             start = time.perf_counter()
-            image.readings[variant] = runner.read(image.decoded)
+            image.readings[variant] = treatments.reading_of(image.decoded, runner)
             if number == 0:
                 spent_reading += time.perf_counter() - start
             pixels = image.decoded.pixels
-            image.models[variant] = runner.model_for(pixels.shape[-1] if not pipeline.grey_in_colour(pixels) else 1)
+            image.models[variant] = runner.model_for(pixels.shape[-1] if not treatments.grey_in_colour(pixels) else 1)
         _warm_up(runner, shown, variant)
         runs = ([1.0] if low else []) + high
         for value in runs:
             start = time.perf_counter()
-            results = _denoise(runner.at_strength(value), shown, variant)
+            results = _denoise(runner.at(dataclasses.replace(runner.inference, strength=value)), shown, variant)
             model_seconds += time.perf_counter() - start
             model_pixels += sum(region[2] * region[3] for image in shown for region in image.regions)
             if value == 1.0:
@@ -267,7 +264,7 @@ def _name(path: Path, inputs: tuple[Path, ...]) -> str:
     return path.name
 
 
-def _warm_up(runner: pipeline.Runner, shown: list[_Shown], variant) -> None:
+def _warm_up(runner: Engine, shown: list[_Shown], variant) -> None:
     """One small region per model, so the timed runs after it hold no tracing of the network."""
     seen = set()
     for image in shown:
@@ -276,10 +273,10 @@ def _warm_up(runner: pipeline.Runner, shown: list[_Shown], variant) -> None:
             seen.add(loaded.name)
             region = image.regions[0]
             decoded = dataclasses.replace(image.decoded, pixels=_cut(image.decoded.pixels, region), alpha=None)
-            pipeline.denoise_decoded(runner, [(pipeline.Job(0, Path(), Path()), decoded)], [image.readings[variant]])
+            pipeline.denoise_decoded(runner, [(Job(0, Path(), Path()), decoded)], [image.readings[variant]])
 
 
-def _denoise(runner: pipeline.Runner, shown: list[_Shown], variant) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+def _denoise(runner: Engine, shown: list[_Shown], variant) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """Every crop through ``runner`` in one batch run, each with its margin and its whole image's
     reading: per image, per crop, ``(output crop, input crop)``."""
     jobs, readings, places = [], [], []
@@ -287,7 +284,7 @@ def _denoise(runner: pipeline.Runner, shown: list[_Shown], variant) -> list[list
     for image in shown:
         for (_, box), region in zip(image.crops, image.regions):
             decoded = dataclasses.replace(image.decoded, pixels=_cut(image.decoded.pixels, region), alpha=None)
-            jobs.append((pipeline.Job(next(counter), Path(image.name), Path()), decoded))
+            jobs.append((Job(next(counter), Path(image.name), Path()), decoded))
             readings.append(image.readings[variant])
             places.append((box, region))
     results = iter(zip(pipeline.denoise_decoded(runner, jobs, readings), jobs, places))
@@ -319,7 +316,7 @@ def _setting(model: str, noise: str, value: float, options: CompareOptions) -> l
     return [*lines, f"--strength {value:g}"]
 
 
-def _told(reading: pipeline.Reading, loaded, value: float) -> str:
+def _told(reading: treatments.Reading, loaded, value: float) -> str:
     """The label line that says what the model was told (0-255 units of the image)."""
     if not loaded.noise_level_input or reading.level is None:
         return "no level input" + (": as 1" if value > 1 else "")

@@ -16,22 +16,16 @@ import numpy as np
 
 from denoise import io
 from denoise.noise import NoiseSpec, add_noise_uint, seed_for
+from denoise.settings import Inference
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalOptions:
     clean: tuple[Path, ...]
-    noise: NoiseSpec = NoiseSpec("gaussian", 25.0, 25.0)
-    model: str = "auto"
-    sigma: str = "auto"  # what the denoiser is told: auto, or a number
-    treatment: str = "auto"  # the kind of noise the run assumes (RunOptions.noise)
+    noise: NoiseSpec = NoiseSpec("gaussian", 25.0, 25.0)  # the noise added to the clean images
+    inference: Inference = Inference()  # how the noisy copies are denoised (its sigma and noise: what the run is told)
     seed: int = 0
-    ensemble: int = 0  # the geometric self-ensemble's size (RunOptions.ensemble)
-    precision: str = "auto"  # RunOptions.precision
-    strength: float = 1.0  # RunOptions.strength
     denoised: Path | None = None  # score these outputs instead of running the model
-    tile: int = 1440  # as RunOptions.tile
-    batch_size: int = 1  # as RunOptions.batch_size
 
 
 def psnr(clean: np.ndarray, test: np.ndarray) -> float:
@@ -81,7 +75,8 @@ def make_noisy(clean: list[tuple[Path, Path]], folder: Path, noise: NoiseSpec, s
 
 def evaluate(options: EvalOptions) -> dict:
     """Score per image and on average: the noisy input and the denoised output."""
-    from denoise.pipeline import RunOptions, run_batch
+    from denoise.pipeline import run_batch
+    from denoise.plan import RunOptions
 
     files = list(io.iter_inputs(list(options.clean)))
     if not files:
@@ -96,12 +91,7 @@ def evaluate(options: EvalOptions) -> dict:
         denoised_dir = options.denoised
         if denoised_dir is None:
             denoised_dir = Path(scratch) / "denoised"
-            run_batch(RunOptions(
-                inputs=(noisy_dir,), output=denoised_dir, model=options.model, sigma=options.sigma,
-                noise=options.treatment,
-                tile=options.tile, batch_size=options.batch_size, ensemble=options.ensemble,
-                precision=options.precision, strength=options.strength, quiet=True,
-            ))
+            run_batch(RunOptions(inputs=(noisy_dir,), output=denoised_dir, inference=options.inference, quiet=True))
         rows = [_score(path, relative, noisy_dir, denoised_dir) for path, relative in files]
     return {"noise": options.noise.describe(), "seed": options.seed, "images": rows, "mean": _means(rows),
             "failed": failed}

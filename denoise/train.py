@@ -402,7 +402,7 @@ def _checkpointer(options: TrainOptions, folder: Path, state: dict, log, val_set
                 state["best_psnr"] = val
                 if write_outputs:
                     with _averaged(self.model) if average_wins else contextlib.nullcontext():
-                        _save_inference_model(self.model, Path(options.out))
+                        save_inference_model(self.model, Path(options.out))
                     if name:
                         registry.record_training(dataclasses.replace(options, name=name), _summary(state, self.model))
             _save_atomic(self.model, folder / "checkpoint.keras")
@@ -435,7 +435,7 @@ def _write_json(path: Path, value) -> None:
     write_atomic(path, (json.dumps(value, indent=2, default=str) + "\n").encode())
 
 
-def _save_inference_model(model, out: Path) -> None:
+def save_inference_model(model, out: Path) -> None:
     """Save the model without its optimizer: a third of the size, and what ``denoise run`` needs."""
     # A model rebuilt from its config carries no optimizer (clone_model keeps it: 3x the size).
     bare = keras.Model.from_config(model.get_config())

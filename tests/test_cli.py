@@ -295,6 +295,6 @@ def test_help_is_fast_and_documents_every_command():
 
 
 def test_the_noise_kinds_offered_are_the_ones_the_pipeline_handles():
-    from denoise import cli, pipeline
+    from denoise import cli, settings
 
-    assert cli.NOISE_KINDS == pipeline.NOISE_KINDS
+    assert cli.NOISE_KINDS == settings.NOISE_KINDS

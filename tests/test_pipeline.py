@@ -111,10 +111,11 @@ def test_each_image_gets_the_treatment_its_noise_needs(tmp_path, registry_dir):
 def test_a_tile_never_holds_more_network_work_than_a_batch(tmp_path):
     """--tile and --batch-size bound memory: a mean model runs several networks per tile, so its
     tiles shrink until their passes fit in what a batch of full tiles holds."""
-    from denoise.pipeline import RunOptions, Runner
+    from denoise.engine import Engine
     from denoise.registry import LoadedModel
+    from denoise.settings import Inference
 
-    runner = Runner(RunOptions(inputs=(), output=tmp_path, tile=1024, batch_size=2), print)
+    runner = Engine(Inference(tile=1024, batch_size=2), print)
     for passes in (1, 2, 4, 7):
         tile = runner.tile_for(LoadedModel(None, "m", 3, True, None, 16, passes=passes))
         assert tile <= 1024 and tile * tile * passes <= 2 * 1024 * 1024

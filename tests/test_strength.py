@@ -1,5 +1,6 @@
 """--strength: 0 leaves the image, more cleans more, 1 is the default to the byte."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,9 @@ from PIL import Image
 
 from conftest import noisy_array, save, tree_digest
 from denoise import io, pipeline, strength
+from denoise.engine import Engine
+from denoise.plan import Job
+from denoise.settings import Inference
 from denoise.cli import main
 
 
@@ -66,11 +70,11 @@ def test_more_strength_removes_more_noise():
     clean = 0.5 + 0.3 * np.sin(x / 6.0) * np.cos(y / 9.0)
     noisy = np.clip(np.round((clean + rng.normal(0, 25 / 255, clean.shape)) * 255) / 255, 0, 1)
     decoded = io.Decoded(pixels=noisy[..., None].astype(np.float32), alpha=None, bits=8, format="PNG", info={})
-    runner = pipeline.Runner(pipeline.RunOptions(inputs=(), output=Path("."), model="gray", precision="float32",
-                                                 ensemble=1), warn=print)
+    engine = Engine(Inference(model="gray", precision="float32", ensemble=1), warn=print)
     energies = []
     for value in (0, 0.25, 0.5, 1, 1.5, 2):
-        [output] = pipeline.denoise_decoded(runner.at_strength(value), [(pipeline.Job(0, Path(), Path()), decoded)])
+        at_strength = engine.at(dataclasses.replace(engine.inference, strength=value))
+        [output] = pipeline.denoise_decoded(at_strength, [(Job(0, Path(), Path()), decoded)])
         energies.append(float(np.sum((output - decoded.pixels) ** 2)))
     assert energies[0] == 0.0
     assert all(a < b for a, b in zip(energies, energies[1:])), energies

@@ -227,10 +227,10 @@ def ship(name: str, datasets: Path, source: Path, weights: Path) -> dict:
     runtime.tensorflow()
     import keras
 
-    from denoise.train import _save_inference_model
+    from denoise.train import save_inference_model
 
     target = weights / f"{name}.keras"
-    _save_inference_model(keras.saving.load_model(source, compile=False), target)
+    save_inference_model(keras.saving.load_model(source, compile=False), target)
     outputs = stage_outputs(target, name)
     stages = [stage for model in outputs[:_stage_of(source, outputs) + 1] if (stage := _stage_record(model))]
     spec = MODELS[name]
@@ -357,6 +357,13 @@ def _camera_protocol(data_set: str) -> str:
 MODEL_ITSELF = dict(precision="float32", ensemble=1)
 
 
+def _inference(**fields):
+    """The settings a manifest figure is measured with: the model itself, as MODEL_ITSELF."""
+    from denoise.settings import Inference
+
+    return Inference(**MODEL_ITSELF, **fields)
+
+
 def _measure_camera(model: Path, folder: Path, prefix: str) -> dict:
     """PSNR / SSIM by the protocol on a camera's noise at 200 and 50 photons, and on Gaussian
     noise of sigma 25, which these models are not for."""
@@ -366,8 +373,8 @@ def _measure_camera(model: Path, folder: Path, prefix: str) -> dict:
     metrics = {}
     for kind, level, treatment, key in (("camera", 200, "camera", "camera200"), ("camera", 50, "camera", "camera50"),
                                         ("gaussian", 25, "gaussian", "gaussian_sigma25_auto")):
-        result = evaluate(EvalOptions(clean=(folder,), noise=NoiseSpec(kind, level, level), model=str(model),
-                                      treatment=treatment, **MODEL_ITSELF))["mean"]
+        result = evaluate(EvalOptions(clean=(folder,), noise=NoiseSpec(kind, level, level),
+                                      inference=_inference(model=str(model), noise=treatment)))["mean"]
         metrics[f"{prefix}_psnr_{key}"] = round(result["psnr"], 3)
         metrics[f"{prefix}_ssim_{key}"] = round(result["ssim"], 4)
         metrics[f"{prefix}_noisy_psnr_{key}"] = round(result["noisy_psnr"], 3)
@@ -384,7 +391,8 @@ def _measure(model: Path | str, folder: Path, prefix: str) -> dict:
     for sigma in (15, 25, 50):
         for told in (str(sigma), "auto"):
             result = evaluate(EvalOptions(clean=(folder,), noise=NoiseSpec("gaussian", sigma, sigma),
-                                          model=str(model), sigma=told, **MODEL_ITSELF))["mean"]
+                                          inference=_inference(model=str(model),
+                                                               sigma=None if told == "auto" else float(told))))["mean"]
             suffix = "" if told != "auto" else "_auto"
             metrics[f"{prefix}_psnr_sigma{sigma}{suffix}"] = round(result["psnr"], 3)
             metrics[f"{prefix}_ssim_sigma{sigma}{suffix}"] = round(result["ssim"], 4)
