@@ -2,7 +2,7 @@
 
   python benchmarks/report.py   # reads benchmarks/results/*.json, writes docs/results.md and docs/quality_vs_speed.png
 
-docs/results.md is the "Results" section of the README; nothing is measured here.
+docs/results.md is where every measured figure of the project lives (README links to it); nothing is measured here.
 """
 
 from __future__ import annotations

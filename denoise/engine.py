@@ -9,6 +9,7 @@ import math
 import threading
 from typing import Callable
 
+from denoise import timing
 from denoise.settings import Inference, UsageError
 
 # The geometric self-ensemble of each size, as (quarter turns, mirrored) pairs: the identity and
@@ -45,7 +46,8 @@ def select_device(device: str) -> None:
     from denoise import runtime
 
     try:
-        runtime.tensorflow(device)
+        with timing.stage("start-up"):
+            runtime.tensorflow(device)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -89,7 +91,8 @@ class Engine:
         if name == "auto":
             name = self.defaults[channels] = registry.default_name(channels, noise=self.inference.noise)
         if name not in self.models:
-            loaded = self.models[name] = registry.load(name)
+            with timing.stage("model load"):
+                loaded = self.models[name] = registry.load(name)
             self._warn_about(loaded, registry.find(name) or {})
         return self.models[name]
 

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from denoise import io, treatments
+from denoise import io, timing, treatments
 from denoise.plan import Job
 from denoise.report import Recorder, one_line
 
@@ -65,7 +65,10 @@ class ReadAhead:
     def _decode(self, job: Job):
         job.started = time.time()
         try:
-            result = self.work(job, io.read_image(job.input, BYTES_PER_VALUE))
+            with timing.stage("decode"):
+                decoded = io.read_image(job.input, BYTES_PER_VALUE)
+            with timing.stage("prepare"):
+                result = self.work(job, decoded)
         except io.ImageError as error:
             job.status, job.reason = "failed", str(error)
             return None
@@ -77,7 +80,11 @@ class ReadAhead:
 
     def __iter__(self):
         try:
-            while (item := self.ready.get()) is not None:
+            while True:
+                with timing.stage("wait for input"):
+                    item = self.ready.get()
+                if item is None:
+                    break
                 job, future = item
                 if job is None:
                     raise future
@@ -147,7 +154,8 @@ class Batcher:
         images = np.stack([tile for _, _, tile in bucket]).astype(np.float32)
         sigmas = np.array([[image.level / 255.0] for image, _, _ in bucket], np.float32)
         began = time.time()
-        outputs = self.engine.function(loaded)(images, sigmas).numpy()
+        with timing.stage("model"):
+            outputs = self.engine.function(loaded)(images, sigmas).numpy()
         share = (time.time() - began) / len(bucket)  # the tiles of a batch have one shape: equal shares
         finished = []
         for (image, tile_id, _), output in zip(bucket, outputs):
@@ -182,7 +190,8 @@ class Writers:
         for image in images:
             image.decoded.pixels = None  # every tile is done: free the input before encoding
             began = time.time()
-            pixels = image.result()
+            with timing.stage("blend"):
+                pixels = image.result()
             image.job.seconds += time.time() - began
             write(image.job, image.decoded, pixels, self.quality, self.recorder)
 
@@ -196,7 +205,10 @@ def write(job: Job, decoded: io.Decoded, pixels: np.ndarray, quality: int, recor
     began = time.time()
     try:
         fmt = io.EXTENSIONS[job.output.suffix.lower()]
-        io.write_atomic(job.output, io.encode(decoded, pixels, fmt, quality))
+        with timing.stage("encode"):
+            data = io.encode(decoded, pixels, fmt, quality)
+        with timing.stage("write"):
+            io.write_atomic(job.output, data)
         job.status = "ok"
     except Exception as error:  # a full disk, a read-only folder, an encoder refusing the data
         job.status, job.reason = "failed", f"cannot write {io.shown(job.output)}: {one_line(error)}"

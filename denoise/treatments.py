@@ -16,8 +16,10 @@ import dataclasses
 
 import numpy as np
 
-from denoise import impulses, shuffle, strength as strengths, tiles as tiling, variance
-from denoise.noise import effective_sigma, estimate_level, estimate_sigma
+from denoise import strength as strengths, tiles as tiling, timing
+from denoise.noise import impulses, shuffle, variance
+from denoise.noise.estimate import estimate_level, estimate_sigma
+from denoise.noise.synthesis import effective_sigma
 
 MARGIN = 32  # overlap between tiles is 2 * MARGIN: more than the networks' useful context
 
@@ -52,13 +54,14 @@ def read(pixels: np.ndarray, inference, loaded) -> tuple[Reading, np.ndarray | N
     """The reading of ``pixels`` (grey pictures in R, G and B already made grey) for the model
     ``loaded`` under ``inference`` (settings.Inference), and what its tiles are cut from when not
     ``pixels`` (the treated image, computed once here)."""
-    if inference.sigma is None:
-        sigma = estimate_level(pixels) if loaded.noise_level_input else None
-    else:
-        sigma = float(inference.sigma)
-    kind, source, stabilizer, level = "gaussian", None, None, sigma
-    if inference.sigma is None and sigma:
-        kind, source, stabilizer, level = _treatment(pixels, sigma, inference.noise)
+    with timing.stage("noise reading"):
+        if inference.sigma is None:
+            sigma = estimate_level(pixels) if loaded.noise_level_input else None
+        else:
+            sigma = float(inference.sigma)
+        kind, source, stabilizer, level = "gaussian", None, None, sigma
+        if inference.sigma is None and sigma:
+            kind, source, stabilizer, level = _treatment(pixels, sigma, inference.noise)
     low, span = stretch(pixels if source is None else source)
     reading = Reading(
         sigma=level if kind == "camera" else sigma,  # the report gives the level the camera model is told
@@ -293,7 +296,8 @@ class Image:
         outputs = self.parts.setdefault(index, [None] * self.channels.parts)
         outputs[part] = output
         if all(each is not None for each in outputs):
-            self.blender.add(index, self.channels.merge(self.parts.pop(index)))
+            with timing.stage("blend"):
+                self.blender.add(index, self.channels.merge(self.parts.pop(index)))
 
     @property
     def done(self) -> bool:

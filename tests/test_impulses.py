@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from denoise import impulses
+from denoise.noise import impulses
 from denoise.noise import NoiseSpec, add_noise_uint
 
 

@@ -19,7 +19,7 @@ from denoise.noise import (
     estimate_sigma,
     seed_for,
 )
-from denoise.noise import _gamma_quantile, _weak_texture_threshold
+from denoise.noise.estimate import _gamma_quantile, _weak_texture_threshold
 
 GREY = 100.0  # a mid-grey level (0-255) far enough from 0 and 255 for nothing to clip
 SIZE = 256

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from denoise import shuffle
+from denoise.noise import shuffle
 
 
 @pytest.mark.parametrize("height, width, channels", [(8, 6, 1), (7, 9, 3), (1, 1, 1), (2, 5, 3)])

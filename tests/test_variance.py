@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from denoise import variance
+from denoise.noise import variance
 from denoise.noise import NoiseSpec, add_noise_uint, estimate_sigma
 
 

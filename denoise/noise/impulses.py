@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from denoise.noise import estimate_sigma
+from denoise.noise.estimate import estimate_sigma
 
 MAX_RADIUS = 4
 JUMP = 0.2

@@ -134,7 +134,7 @@ CAMERA_QUANTILE = 0.35
 def camera_peak(pixels: np.ndarray) -> float | None:
     """The photon count of white of a colour image in [0, 1] (H, W, 3) with a camera's noise,
     from its green values; None when it has too few flat blocks."""
-    from denoise.noise import GAMMA, _read_variance
+    from denoise.noise.synthesis import GAMMA, read_variance
 
     green = np.clip(np.asarray(pixels[..., 1], np.float64), 0.0, 1.0) ** GAMMA
     peaks = []
@@ -154,7 +154,7 @@ def camera_peak(pixels: np.ndarray) -> float | None:
         xs, ys = np.array(xs), np.array(ys)
         peak = 100.0
         for _ in range(5):  # the read noise depends on the peak: a few rounds settle it
-            slope = float(np.sum(xs * (ys - _read_variance(peak))) / np.sum(xs * xs))
+            slope = float(np.sum(xs * (ys - read_variance(peak))) / np.sum(xs * xs))
             peak = 1.0 / max(slope, 1e-6)
         peaks.append(peak)
     return min(peaks) if peaks else None
