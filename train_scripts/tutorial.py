@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -177,7 +178,14 @@ def main() -> None:
         print(json.dumps(rows[-1]), f"({time.time() - started:.0f} s with measuring)", flush=True)
     loss_figure(args.workdir, all_runs, args.docs / "tutorial_loss.png")
     full = args.dense_epochs >= 10 and args.conv_epochs >= 20
-    (args.docs / "tutorial_results.md").write_text(table(rows, len(clean), full))
+    results = args.docs / "tutorial_results.md"
+    import bottleneck  # its sweep's section of the file (if any) is kept
+
+    sweep = re.search(re.escape(bottleneck.BEGIN) + ".*?" + re.escape(bottleneck.END), results.read_text(), re.S) \
+        if results.exists() else None
+    results.write_text(table(rows, len(clean), full))
+    if sweep:
+        bottleneck.write_section(results, sweep.group(0))
     print(table(rows, len(clean), full))
 
 
