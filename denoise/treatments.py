@@ -16,9 +16,9 @@ import dataclasses
 
 import numpy as np
 
-from denoise import strength as strengths, tiles as tiling, timing
+from denoise import calibrate, strength as strengths, tiles as tiling, timing
 from denoise.noise import impulses, shuffle, variance
-from denoise.noise.estimate import estimate_level, estimate_sigma
+from denoise.noise.estimate import estimate_sigma
 from denoise.noise.synthesis import effective_sigma
 
 MARGIN = 32  # overlap between tiles is 2 * MARGIN: more than the networks' useful context
@@ -55,8 +55,8 @@ def read(pixels: np.ndarray, inference, loaded) -> tuple[Reading, np.ndarray | N
     ``loaded`` under ``inference`` (settings.Inference), and what its tiles are cut from when not
     ``pixels`` (the treated image, computed once here)."""
     with timing.stage("noise reading"):
-        if inference.sigma is None:
-            sigma = estimate_level(pixels) if loaded.noise_level_input else None
+        if inference.sigma is None:  # what to tell the model for white or for camera noise (denoise.calibrate)
+            sigma = calibrate.level_for(pixels) if loaded.noise_level_input else None
         else:
             sigma = float(inference.sigma)
         kind, source, stabilizer, level = "gaussian", None, None, sigma
