@@ -61,6 +61,7 @@ def main():
     denoise train --data DIR ...       train a model on your own images
     denoise eval ./clean --sigma 25    measure PSNR/SSIM on clean images
     denoise compare DIR --out s.png    look at crops at several --strength values
+    denoise adapt DIR --out m.keras    learn your images' own noise, no clean ones needed
     denoise models                     list the shipped models
     """
 
@@ -556,3 +557,61 @@ def _duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} minutes"
     return f"{seconds / 3600:.1f} hours"
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="NOISY...")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The adapted model (.keras); its entry goes to the manifest.json beside it, its run state to OUT.run/.")
+@click.option("--init-from", default="auto", show_default=True, metavar="NAME|PATH",
+              help="The model to start from: a name from `denoise models`, a .keras file, or auto: the one "
+                   "`denoise run` picks for these images.")
+@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=5.0, show_default=True,
+              help="Training time, in total across --resume; it stops sooner when validation stops improving.")
+@click.option("--noise", type=click.Choice(NOISE_KINDS), default="auto", show_default=True,
+              help="The --noise you will give `denoise run --model OUT`: the images are prepared as it prepares them.")
+@click.option("--correlated", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+              help="Noise that spans several pixels: learn on the four phases of every other pixel. auto: "
+                   "decided from the images.")
+@click.option("--patience", type=click.IntRange(0), default=8, show_default=True,
+              help="Validations without improvement before stopping (0: only --minutes stops).")
+@click.option("--lr", "learning_rate", type=click.FloatRange(0, min_open=True), default=5e-5, show_default=True,
+              help="Peak learning rate, reached after the warm-up.")
+@click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many steps in total.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for crops and pairs.")
+@click.option("--recursive/--no-recursive", default=True, show_default=True, help="Scan input folders recursively.")
+@click.option("--resume", is_flag=True, help="Continue the run saved in OUT.run/.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="auto uses a GPU when TensorFlow sees one.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def adapt(ctx, paths, out, init_from, noise, minutes, correlated, patience, learning_rate, max_steps, seed, recursive, resume,
+          device, quiet):
+    """Fine-tune a model on your own NOISY... images (files or folders), no clean versions needed.
+
+    Learns the images' own noise with a self-supervised loss (Neighbor2Neighbor pairs), keeps the
+    best model by that loss on held-back crops, and writes it to OUT for `denoise run --model OUT`.
+    If adapting never beats the starting model, that model is written unchanged. Ctrl-C keeps the
+    best so far; --resume continues. Exit status: 0 written, 2 usage error, 130 interrupted.
+    """
+    from denoise import runtime
+
+    try:
+        runtime.tensorflow(device)
+    except ValueError as error:
+        _fail(str(error))
+    from denoise.adapt import AdaptOptions, adapt as run_adapt
+
+    options = AdaptOptions(inputs=tuple(str(path) for path in paths), out=out, init_from=init_from, noise=noise,
+                           minutes=minutes, correlated=correlated, patience=patience, learning_rate=learning_rate, max_steps=max_steps,
+                           seed=seed, recursive=recursive, resume=resume,
+                           command=_command_line(ctx, skip=("resume", "device", "quiet")))
+    try:
+        summary = run_adapt(options, say=lambda message: click.echo(message, err=True),
+                            progress=not quiet and sys.stderr.isatty())
+    except ValueError as error:  # WeightsError, no images, bad options
+        _fail(str(error))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    click.echo(json.dumps({key: summary[key] for key in ("out", "init_from", "correlated", "adapted", "steps",
+                                                         "seconds", "start_val_loss", "best_val_loss")}))

@@ -57,6 +57,51 @@ class PixelShuffle(layers.Layer):
         return {**super().get_config(), "factor": self.factor}
 
 
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ToPhases(layers.Layer):
+    """The four half-size images of every other pixel, stacked on the batch axis phase by phase
+    (B, H, W, C) -> (4B, H/2, W/2, C): noise that spans neighbouring pixels is close to
+    independent within each (see noise/shuffle.py)."""
+
+    def call(self, x):
+        shape = ops.shape(x)
+        x = ops.reshape(x, (shape[0], shape[1] // 2, 2, shape[2] // 2, 2, shape[3]))
+        x = ops.transpose(x, (2, 4, 0, 1, 3, 5))
+        return ops.reshape(x, (4 * shape[0], shape[1] // 2, shape[2] // 2, shape[3]))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PhaseLevels(layers.Layer):
+    """A (B, 1) noise level repeated for the four phases of each image, as :class:`ToPhases` stacks them."""
+
+    def call(self, x):
+        return ops.tile(x, (4, 1))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FromPhases(layers.Layer):
+    """The inverse of :class:`ToPhases`: (4B, h, w, C) -> (B, 2h, 2w, C)."""
+
+    def call(self, x):
+        shape = ops.shape(x)
+        x = ops.reshape(x, (2, 2, shape[0] // 4, shape[1], shape[2], shape[3]))
+        x = ops.transpose(x, (2, 3, 0, 4, 1, 5))
+        return ops.reshape(x, (shape[0] // 4, 2 * shape[1], 2 * shape[2], shape[3]))
+
+
+def on_phases(network: keras.Model) -> keras.Model:
+    """A model that runs ``network`` on the four phases of its input and puts them back: what
+    ``denoise adapt`` writes for noise that spans several pixels."""
+    channels = network.inputs[0].shape[-1]
+    image = keras.Input((None, None, channels), name="image")
+    phases = ToPhases(name="to_phases")(image)
+    if len(network.inputs) > 1:
+        sigma = keras.Input((1,), name="sigma")
+        output = network({"image": phases, "sigma": PhaseLevels(name="phase_levels")(sigma)})
+        return keras.Model([image, sigma], FromPhases(name="from_phases")(output), name="on_phases")
+    return keras.Model(image, FromPhases(name="from_phases")(network(phases)), name="on_phases")
+
 def dense_autoencoder(latent_dim: int = 64, size: int = 28, channels: int = 1) -> keras.Model:
     """The tutorial's dense autoencoder: Flatten -> Dense(latent, relu) -> Dense(sigmoid) -> Reshape.
 

@@ -184,7 +184,7 @@ def describe(model, name: str = "model") -> LoadedModel:
 
 def size_multiple(model) -> int:
     """The product of all downsampling factors: input sizes must be multiples of it."""
-    from denoise.models import PixelUnshuffle
+    from denoise.models import PixelUnshuffle, ToPhases
 
     factor = 1
     for layer in model.layers:
@@ -192,6 +192,8 @@ def size_multiple(model) -> int:
             factor *= size_multiple(layer)
         elif isinstance(layer, PixelUnshuffle):
             factor *= layer.factor
+        elif isinstance(layer, ToPhases):
+            factor *= 2
         elif type(layer).__name__ in ("Conv2D", "MaxPooling2D", "AveragePooling2D"):
             strides = getattr(layer, "strides", (1, 1))
             factor *= int(strides[0])
