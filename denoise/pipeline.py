@@ -55,9 +55,8 @@ def run_batch(options: RunOptions) -> dict:
 def _prepare_if_loaded(engine: Engine, job: Job, decoded: io.Decoded):
     """In a decode thread: the prepared image when its model is loaded already, else ``decoded``
     as it is, for the main thread to prepare (models load there, once TensorFlow has started)."""
-    pixels = decoded.pixels
-    channels = 1 if treatments.grey_in_colour(pixels) else pixels.shape[-1]
-    return treatments.prepare(job, decoded, engine) if engine.loaded_for(channels) is not None else decoded
+    prepared = treatments.prepare(job, decoded, engine, loaded_only=True)
+    return decoded if prepared is None else prepared
 
 
 def denoise_decoded(engine: Engine, images: list[tuple[Job, io.Decoded]],

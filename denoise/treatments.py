@@ -311,16 +311,19 @@ class Image:
         return result
 
 
-def prepare(job, decoded, engine, reading: Reading | None = None) -> Image:
+def prepare(job, decoded, engine, reading: Reading | None = None, loaded_only: bool = False) -> Image | None:
     """``decoded`` (io.Decoded) ready for ``engine``'s model: read (unless ``reading``, from
     :func:`read` of the whole image ``decoded`` is a part of), treated, tiled. Sets the job's
-    sigma, noise, model and ensemble, as the report gives them."""
+    sigma, noise, model and ensemble, as the report gives them. With ``loaded_only``, None when
+    the image's model is not loaded yet (decode threads leave the loading to the main thread)."""
     pixels = decoded.pixels
     steps: list[Step] = []
     if grey_in_colour(pixels):
         steps.append(Replicate())
         pixels = steps[-1].forward(pixels)
     channels = pixels.shape[-1]
+    if loaded_only and engine.loaded_for(channels) is None:
+        return None
     loaded = engine.model_for(channels)
     inference = engine.inference
     if reading is None:
