@@ -105,8 +105,9 @@ def test_bad_files_are_skipped_with_one_line(tmp_path, noisy_folder, tiny_models
                                                                 + lines[0].split(": ", 2)[2]]
 
 
-def test_colour_images_on_a_colour_model_with_correlated_noise(tmp_path, tiny_models, monkeypatch):
-    losses = iter([1.0, 0.5])  # the start, then better: the adapted model is written
+def _adapt_colour_correlated(tmp_path, tiny_models, monkeypatch, losses: list[float]):
+    """Two colour images adapted as correlated noise, the validation losses given: (summary, out)."""
+    losses = iter(losses)
     monkeypatch.setattr(adapt, "validation_loss", lambda *args, **kwargs: next(losses))
     folder = tmp_path / "colour"
     for index in range(2):
@@ -114,11 +115,17 @@ def test_colour_images_on_a_colour_model_with_correlated_noise(tmp_path, tiny_mo
     out = tmp_path / "c.keras"
     summary = adapt.adapt(options(folder, out, init_from=str(tiny_models["unet-color"]), correlated="yes",
                                   max_steps=2), say=lambda _: None)
+    return summary, out
+
+
+def test_colour_images_on_a_colour_model_with_correlated_noise(tmp_path, tiny_models, monkeypatch):
+    # the start, then better: the adapted model is written
+    summary, out = _adapt_colour_correlated(tmp_path, tiny_models, monkeypatch, [1.0, 0.5])
     assert summary["correlated"] and summary["adapted"]
     loaded = registry.load(str(out))
     assert loaded.channels == 3 and loaded.multiple == 2 * registry.size_multiple(
         keras.saving.load_model(tiny_models["unet-color"]))
-    result = CliRunner().invoke(main, ["run", str(folder), str(tmp_path / "clean"), "--model", str(out), "-q"])
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "colour"), str(tmp_path / "clean"), "--model", str(out), "-q"])
     assert result.exit_code == 0, result.output
 
 
@@ -212,13 +219,6 @@ def test_a_gain_within_the_margin_keeps_the_starting_model(tmp_path, noisy_folde
 
 
 def test_correlated_noise_not_beaten_keeps_the_start_model_on_the_whole_image(tmp_path, tiny_models, monkeypatch):
-    losses = iter([1.0, 2.0])
-    monkeypatch.setattr(adapt, "validation_loss", lambda *args, **kwargs: next(losses))
-    folder = tmp_path / "colour"
-    for index in range(2):
-        save(folder / f"{index}.png", noisy_array(40, 36, 3, seed=index))
-    out = tmp_path / "c.keras"
-    summary = adapt.adapt(options(folder, out, init_from=str(tiny_models["unet-color"]), correlated="yes",
-                                  max_steps=2), say=lambda _: None)
+    summary, out = _adapt_colour_correlated(tmp_path, tiny_models, monkeypatch, [1.0, 2.0])
     assert not summary["adapted"]
     assert registry.load(str(out)).multiple == registry.load(str(tiny_models["unet-color"])).multiple
