@@ -306,11 +306,15 @@ def models(as_json):
 
 
 @main.command()
-@click.option("--data", required=True,
-              help="Clean images: a folder (recursive), PATH.npz with x_train/x_test, or tfds:NAME[:SPLIT].")
+@click.option("--data", required=True, multiple=True,
+              help="Clean images: a folder (recursive), PATH.npz with x_train/x_test, or tfds:NAME[:SPLIT]; "
+                   "several folders: repeat it.")
 @click.option("--data-dir", help="Folder of prepared tfds data sets (default ~/tensorflow_datasets); "
                                  "a data set missing there is downloaded when online.")
 @click.option("--val-data", help="Separate validation images (same forms as --data); default: held out from --data.")
+@click.option("--hold-out", is_flag=True,
+              help="With --val-data: still hold out a tenth of the --data folders, never trained on, and "
+                   "validate on both.")
 @click.option("--arch", type=click.Choice(["unet", "conv", "dense"]), default="unet", show_default=True,
               help="unet: residual U-Net with noise-level input; conv, dense: the tutorial's autoencoders.")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
@@ -371,7 +375,7 @@ def models(as_json):
                    "given; use a lower --lr with --warmup.")
 @click.option("--out", required=True, type=click.Path(), help="Where the best model (.keras) goes; run state in OUT.run/.")
 @click.pass_context
-def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks, repeats, latent_dim, noise, level, clip,
+def train(ctx, data, data_dir, val_data, hold_out, arch, channels, filters, depth, blocks, repeats, latent_dim, noise, level, clip,
           augment, patch_size, downscale, epochs, steps_per_epoch, batch_size, loss, learning_rate, schedule, warmup,
           average, early_stopping, reduce_lr_on_plateau, val_sigma, val_count, seed, logdir, strategy, device, name, resume,
           init_from, out):
@@ -386,7 +390,7 @@ def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks,
         runtime.tensorflow(device)  # before anything imports it, to keep its start-up logs quiet
     except ValueError as error:
         _fail(str(error))
-    from denoise.data import DataOptions
+    from denoise.data import SEVERAL, DataOptions
     from denoise.noise import NoiseSpec
     from denoise.train import TrainOptions, train as run_training
 
@@ -399,9 +403,9 @@ def train(ctx, data, data_dir, val_data, arch, channels, filters, depth, blocks,
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--sigma") from None
     data_options = DataOptions(
-        source=data, channels=int(channels) if channels else None, patch_size=patch_size, batch_size=batch_size,
+        source=SEVERAL.join(data), channels=int(channels) if channels else None, patch_size=patch_size, batch_size=batch_size,
         noise=spec, clip=clip, seed=seed, data_dir=data_dir, validation=val_data, validation_sigma=val_sigma, validation_count=val_count,
-        augment=augment, downscale=downscale,
+        hold_out=hold_out, augment=augment, downscale=downscale,
     )
     options = TrainOptions(
         data=data_options, out=out, arch=arch, model_args=model_args, epochs=epochs,
@@ -430,7 +434,9 @@ def _command_line(ctx: click.Context, skip: tuple[str, ...] = ()) -> str:
         if getattr(param, "is_flag", False) and param.secondary_opts:
             words.append(param.opts[0] if value else param.secondary_opts[0])
         elif getattr(param, "is_flag", False):
-            words.append(param.opts[0])
+            words += [param.opts[0]] if value else []
+        elif param.multiple:
+            words += [word for item in value for word in (param.opts[0], str(item))]
         else:
             words += [param.opts[0], str(value)]
     return shlex.join(words)

@@ -5,10 +5,12 @@ Sources (``--data``):
 
 - a folder of clean images of any size (recursive): random patches, flips and 90-degree turns;
 - ``PATH.npz`` with ``x_train`` / ``x_test`` arrays (N, H, W) or (N, H, W, C), uint8;
-- ``tfds:NAME[:SPLIT]``: a tfds image data set, from ``--data-dir`` or downloaded when online.
+- ``tfds:NAME[:SPLIT]``: a tfds image data set, from ``--data-dir`` or downloaded when online;
+- several folders, joined by ``SEVERAL`` (``--data`` given more than once): their files together.
 
 Training and validation images never overlap: a folder holds out a stable tenth of its files,
-an ``.npz`` validates on ``x_test``, tfds on its test (or validation) split.
+an ``.npz`` validates on ``x_test``, tfds on its test (or validation) split. With a separate
+validation source a folder keeps all its files, unless ``hold_out`` asks for its tenth as well.
 Validation noise is fixed by a seed, so the validation loss compares across epochs.
 """
 
@@ -43,11 +45,15 @@ class DataOptions:
     validation: str | None = None  # a separate source for validation; default: held out
     validation_sigma: float = 25.0  # Gaussian sigma (0-255) of the fixed validation noise
     validation_count: int = 1000  # at most this many validation images
+    hold_out: bool = False  # with ``validation``: still hold out a folder's tenth and validate on both
     augment: bool = True  # random flips and 90-degree turns
     # Shrink training images by this factor (block mean) first: JPEG photos are not clean at
     # full size (4:2:0 chroma, compression artefacts, sensor noise), and a model learns to
     # reproduce whatever its targets hold; a factor of 2 averages those away.
     downscale: int = 1
+
+
+SEVERAL = " + "  # joins several folders in one source (as the manifest's ``data`` shows them)
 
 
 class DataUnavailable(ValueError):
@@ -71,8 +77,8 @@ def clean_images(source: str, channels: int, data_dir: str | None = None):
     path = Path(source)
     if path.suffix == ".npz":
         return _npz_arrays(path, channels, ("x_train", "x_test"))
-    if path.is_dir():
-        return _folder_files(path), None
+    if path.is_dir() or SEVERAL in source:
+        return _folder_files(source), None
     raise DataUnavailable(f"{source}: not a folder, an .npz file or tfds:NAME (e.g. tfds:fashion_mnist)")
 
 
@@ -86,15 +92,21 @@ def validation_images(source: str, channels: int, data_dir: str | None = None):
     path = Path(source)
     if path.suffix == ".npz":
         return _npz_arrays(path, channels, ("x_test",))[0]
-    if path.is_dir():
-        return _folder_files(path)
+    if path.is_dir() or SEVERAL in source:
+        return _folder_files(source)
     raise DataUnavailable(f"{source}: not a folder, an .npz file or tfds:NAME")
 
 
-def _folder_files(path: Path) -> list[Path]:
-    files = [file for file, _ in io.iter_inputs([path])]
-    if not files:
-        raise DataUnavailable(f"{path}: no images found (PNG, JPEG, BMP, TIFF, WebP)")
+def _folder_files(source: str) -> list[Path]:
+    """The images of one folder, or of several joined by ``SEVERAL``, in that order."""
+    files = []
+    for folder in map(Path, source.split(SEVERAL)):
+        if not folder.is_dir():
+            raise DataUnavailable(f"{folder}: not a folder (several sources can only be folders)")
+        found = [file for file, _ in io.iter_inputs([folder])]
+        if not found:
+            raise DataUnavailable(f"{folder}: no images found (PNG, JPEG, BMP, TIFF, WebP)")
+        files += found
     return files
 
 
@@ -263,7 +275,8 @@ def without(train, validation):
 def describe_validation(options: DataOptions) -> str:
     """Where the validation images come from, in words (for the manifest)."""
     if options.validation:
-        where = options.validation
+        where = options.validation + (f" and a tenth of {options.source}, held out by a hash of their names"
+                                      if options.hold_out else "")
     elif options.source.startswith("tfds:"):
         where = f"{options.source}: its test (or validation) split, else the last tenth of its training split"
     elif options.source.endswith(".npz"):

@@ -225,6 +225,11 @@ def _images(options: DataOptions):
     train_images, held = data.clean_images(options.source, options.channels, options.data_dir)
     if options.validation:
         val_images = data.validation_images(options.validation, options.channels, options.data_dir)
+        if options.hold_out:
+            if held is not None or not isinstance(val_images, list):
+                raise ValueError("--hold-out: only folders hold out a tenth, beside a folder of validation images")
+            train_images, held = data.split_files(train_images)
+            val_images = [*held, *val_images]  # the held-back tenth first: --val-count keeps it whole
         return data.without(train_images, val_images), val_images
     if held is None:
         return data.split_files(train_images)

@@ -85,11 +85,20 @@ def test_arrays_of_any_dtype_and_layout_become_uint8_channels():
 
 
 def test_a_separate_validation_folder_is_never_trained_on(folder):
-    files = data._folder_files(folder)
+    files = data._folder_files(str(folder))
     kept = data.without(files, files[:5])
     assert len(kept) == 15 and not set(kept) & set(files[:5])
     with pytest.raises(DataUnavailable, match="also a validation image"):
         data.without(files, files)
+
+
+def test_several_folders_are_one_source_and_each_must_hold_images(folder, tmp_path):
+    save(tmp_path / "more" / "extra.png", noisy_array(40, 40, 1, seed=99))
+    files, held = data.clean_images(f"{folder}{data.SEVERAL}{tmp_path / 'more'}", 1)
+    assert held is None and len(files) == 21 and files[-1].name == "extra.png"
+    assert data.validation_images(f"{folder}{data.SEVERAL}{tmp_path / 'more'}", 1) == files
+    with pytest.raises(DataUnavailable, match="nowhere: not a folder"):
+        data.clean_images(f"{folder}{data.SEVERAL}{tmp_path / 'nowhere'}", 1)
 
 
 def test_tfds_through_mock_data(monkeypatch):

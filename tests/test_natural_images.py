@@ -180,6 +180,15 @@ def test_a_camera_model_is_fine_tuned_from_its_start_models_shipped_file_on_came
         Path("w/gray-large.keras.run/stage1.keras"), Path("w/gray-camera.keras.run/stage1.keras")]
 
 
+def test_color_photos_is_fine_tuned_on_two_photo_sets_holding_back_a_tenth_of_them():
+    tune = natural_images.train_commands("color-photos", Path("data"), Path("weights/color-photos.keras"))[-1]
+    assert [tune[index + 1] for index, word in enumerate(tune) if word == "--data"] == [
+        str(Path("data") / "urban100"), str(Path("data") / "sunhays80")]
+    assert "--hold-out" in tune and tune[tune.index("--val-data") + 1] == str(Path("data") / "mcmaster18")
+    assert tune[tune.index("--init-from") + 1] == "weights/color.keras"
+    assert tune[tune.index("--noise") + 1] == "gaussian"
+
+
 def test_train_ships_the_start_model_first_only_when_it_is_not_shipped(tmp_path, monkeypatch):
     ran = []
     monkeypatch.setattr(natural_images.subprocess, "call", lambda command, **_: ran.append(command) or 0)
@@ -195,7 +204,7 @@ def test_train_ships_the_start_model_first_only_when_it_is_not_shipped(tmp_path,
     (weights / "color.keras").write_bytes(b"model")
     (weights / "manifest.json").write_text(json.dumps({"models": [{"name": "color", "file": "color.keras", "sha256": "0" * 64}]}))
     natural_images.train("color-camera", tmp_path / "data", weights)
-    assert [command[1] for command in ran] == ["train"] * 5  # color's four CPU stages, then the fine-tuning
+    assert [command[1] for command in ran] == ["train"]  # the fine-tuning alone: color's stages are done
 
 
 def test_the_camera_models_serve_a_cameras_noise_and_never_the_gaussian_defaults():

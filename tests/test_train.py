@@ -140,6 +140,29 @@ def test_init_from_starts_a_new_run_from_a_trained_model(images, tmp_path):
     assert code == 2 and "not a registered model" in output and "nor a .keras file" in output
 
 
+def test_several_folders_train_together_and_hold_out_keeps_their_tenth_beside_the_validation_folder(images, tmp_path):
+    more = tmp_path / "more"
+    for index in range(6):
+        save(more / f"extra{index}.png", np.full((40, 40), 40 * index, np.uint8))
+    validation = tmp_path / "validation"
+    save(validation / "v.png", np.full((40, 40), 128, np.uint8))
+    out = tmp_path / "weights" / "both.keras"
+    code, output = invoke("--data", images, "--data", more, "--val-data", validation, "--hold-out", *TINY,
+                          "--epochs", "1", "--name", "both", "--out", out)
+    assert code == 0, output
+    train_files, held = data.split_files([*data._folder_files(str(images)), *data._folder_files(str(more))])
+    assert f"{len(train_files)} training and {len(held) + 1} validation images" in output
+    entry = registry.find("both", out.parent)
+    assert entry["data"] == f"{images}{data.SEVERAL}{more}"
+    assert f"--data {images} --data {more}" in entry["command"] and "--hold-out" in entry["command"]
+    assert "held out by a hash" in entry["validation_data"]
+
+    np.savez(tmp_path / "arrays.npz", x_train=np.zeros((4, 32, 32), np.uint8), x_test=np.zeros((2, 32, 32), np.uint8))
+    code, output = invoke("--data", tmp_path / "arrays.npz", "--val-data", validation, "--hold-out", *TINY,
+                          "--out", tmp_path / "arrays.keras")
+    assert code == 2 and "--hold-out: only folders hold out a tenth" in output
+
+
 def test_average_of_the_weights_is_validated_and_kept_when_it_does_better(images, tmp_path):
     first = tmp_path / "first.keras"
     assert invoke("--data", images, *TINY, "--epochs", "3", "--lr", "0.01", "--out", first)[0] == 0
