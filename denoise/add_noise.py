@@ -45,4 +45,4 @@ def _noisy_copy(job: Job, spec: NoiseSpec, seed: int, options: RunOptions, recor
     rng = np.random.default_rng(seed_for(job.input.name, seed))
     noisy = add_noise_uint(integers, spec, rng).astype(np.float32) / scale
     job.seconds = time.time() - job.started
-    write(job, decoded, noisy, options.quality, recorder)
+    write([(job, decoded, noisy)], options.quality, recorder)

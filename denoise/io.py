@@ -159,6 +159,12 @@ def read_image(path: Path, bytes_per_value: int = 0) -> Decoded:
     ``bytes_per_value``, an image whose pixel values times that would not fit in the memory
     available now is refused from its header (see :func:`check_memory`).
     """
+    return decode_bytes(read_file(path), bytes_per_value)
+
+
+def read_file(path: Path) -> bytes:
+    """The bytes of an image file, refused with :class:`ImageError` unless it is a regular,
+    readable, non-empty file."""
     path = Path(path)
     try:
         kind = os.stat(path).st_mode
@@ -179,7 +185,7 @@ def read_image(path: Path, bytes_per_value: int = 0) -> Decoded:
         raise ImageError(f"cannot read: {error.strerror or error}") from None
     if not data:
         raise ImageError("empty file (0 bytes)")
-    return decode_bytes(data, bytes_per_value)
+    return data
 
 
 _FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",

@@ -5,6 +5,7 @@ The public entry points; each stage lives in its own module:
 - :mod:`denoise.plan` walks the inputs and decides each output (lazily: the first image starts at once);
 - :mod:`denoise.stream` decodes ahead of the model in a thread pool, starting before TensorFlow
   has loaded (its import takes seconds), batches tiles and writes finished images in threads;
+- :mod:`denoise.offload` decodes and encodes small files in processes, off the model's GIL;
 - :mod:`denoise.treatments` reads each image's noise and prepares it for the model, and undoes
   that on the result;
 - :mod:`denoise.engine` loads each model once and compiles it once for any tile and batch size;
@@ -20,6 +21,7 @@ import numpy as np
 
 from denoise import io, treatments
 from denoise.engine import Engine, select_device
+from denoise.offload import Offload
 from denoise.plan import Job, RunOptions, plan
 from denoise.report import Recorder, guarded
 from denoise.stream import Batcher, ReadAhead, Writers
@@ -30,10 +32,11 @@ def run_batch(options: RunOptions) -> dict:
 
     def body(recorder: Recorder) -> None:
         engine = Engine(options.inference, recorder.say)
+        offload = Offload(options.workers)
         reader = ReadAhead(plan(options), lambda job, decoded: _prepare_if_loaded(engine, job, decoded),
-                           options.workers)
-        writers = Writers(options.workers, options.quality, recorder)
-        with contextlib.closing(reader), contextlib.closing(writers):
+                           options.workers, offload)
+        writers = Writers(options.workers, options.quality, recorder, offload)
+        with contextlib.closing(offload), contextlib.closing(reader), contextlib.closing(writers):
             select_device(options.inference.device)  # TensorFlow loads while the reader decodes
             recorder.settings["precision"] = engine.arithmetic()[0]
             recorder.settings["strength"] = options.inference.strength

@@ -15,8 +15,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from denoise import io, timing, treatments
+from denoise.offload import Offload, encode_and_write
 from denoise.plan import Job
-from denoise.report import Recorder, one_line
+from denoise.report import Recorder
 
 # What a run holds per pixel value of an image at its peak (the decoded float32 input, the blend's
 # sum and weights, the output, the encoder's copy), measured at about 19: an image that would need
@@ -28,17 +29,20 @@ class ReadAhead:
     """Decode files in a thread pool ahead of the model, from the moment it is created.
 
     Created before TensorFlow loads, so the seconds of that import already decode images (Pillow
-    and numpy release the GIL). Yields ``(job, prepared)`` in input order: ``prepared`` is an
-    :class:`treatments.Image` when the model was known by decode time, else the bare decode for the
-    caller to prepare; ``None`` for a job already finished (skipped or failed). Memory is bounded:
-    at most ``BUDGET`` decoded values wait, and up to ``workers + 1`` files whatever their size.
+    and numpy release the GIL). Small files go to the processes of ``offload`` in chunks, so a
+    folder of thousands of thumbnails costs this process one request per chunk, not per file.
+    Yields ``(job, prepared)`` in input order: ``prepared`` is an :class:`treatments.Image` when
+    the model was known by decode time, else the bare decode for the caller to prepare; ``None``
+    for a job already finished (skipped or failed). Memory is bounded: at most ``BUDGET`` decoded
+    values wait, and up to ``workers + 1`` files whatever their size.
     """
 
     BUDGET = 1 << 25  # 32M values, 128 MB of float32: an 11-megapixel colour photo
     MOST = 8192  # files in flight at most, however small
+    CHUNK = 256  # small files a request at most; the first chunks are smaller, so the first image comes soon
 
-    def __init__(self, jobs: Iterator[Job], work: Callable, workers: int):
-        self.work, self.least = work, workers + 1
+    def __init__(self, jobs: Iterator[Job], work: Callable, workers: int, offload: Offload | None = None):
+        self.work, self.least, self.offload = work, workers + 1, offload
         self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
         self.ready: queue.Queue = queue.Queue()
         self.space = threading.Condition()
@@ -47,17 +51,40 @@ class ReadAhead:
         self.feeder = threading.Thread(target=self._feed, args=(jobs,), daemon=True, name="plan")
         self.feeder.start()
 
+    def _room(self) -> bool:
+        return self.stopped or self.waiting < self.least or (self.waiting < self.MOST and self.held < self.BUDGET)
+
     def _feed(self, jobs: Iterator[Job]) -> None:
+        chunk: list[Job] = []  # small files to decode in one request, in input order
+        size = 8
+
+        def flush() -> None:
+            nonlocal chunk, size
+            if chunk:
+                future = self.pool.submit(self._decode_small, chunk)
+                for index, job in enumerate(chunk):
+                    self.ready.put((job, (future, index)))
+                chunk, size = [], min(2 * size, self.CHUNK)
+
         try:
             for job in jobs:
                 with self.space:
-                    self.space.wait_for(lambda: self.stopped or self.waiting < self.least
-                                        or (self.waiting < self.MOST and self.held < self.BUDGET))
+                    if not self._room():
+                        flush()  # what it holds must reach the consumer, whose progress makes room
+                    self.space.wait_for(self._room)
                     if self.stopped:
                         return
                     self.waiting += 1
+                if job.status == "pending" and self.offload is not None and self.offload.takes(job.input):
+                    chunk.append(job)
+                    if len(chunk) >= size:
+                        flush()
+                    continue
+                flush()
                 self.ready.put((job, self.pool.submit(self._decode, job) if job.status == "pending" else None))
+            flush()
         except BaseException as error:  # e.g. an unreadable folder: raised in the consuming thread
+            flush()
             self.ready.put((None, error))
             return
         self.ready.put(None)
@@ -67,13 +94,36 @@ class ReadAhead:
         try:
             with timing.stage("decode"):
                 decoded = io.read_image(job.input, BYTES_PER_VALUE)
+        except io.ImageError as error:
+            decoded = error
+        return self._prepare(job, decoded, time.time() - job.started)
+
+    def _decode_small(self, jobs: list[Job]) -> list:
+        began = time.time()
+        with timing.stage("decode"):
+            decoded = self.offload.read([job.input for job in jobs], BYTES_PER_VALUE)
+        share = (time.time() - began) / len(jobs)
+        results = []
+        for job, each in zip(jobs, decoded):
+            job.started = began
+            results.append(self._prepare(job, each, share))
+        return results
+
+    def _prepare(self, job: Job, decoded, seconds: float):
+        """The work on one decoded file (``decoded`` an ImageError when it could not be read)."""
+        job.seconds += seconds
+        if isinstance(decoded, io.ImageError):
+            job.status, job.reason = "failed", str(decoded)
+            return None
+        began = time.time()
+        try:
             with timing.stage("prepare"):
                 result = self.work(job, decoded)
         except io.ImageError as error:
             job.status, job.reason = "failed", str(error)
             return None
         finally:
-            job.seconds += time.time() - job.started
+            job.seconds += time.time() - began
         with self.space:
             self.held += _values(result)
         return result
@@ -88,7 +138,11 @@ class ReadAhead:
                 job, future = item
                 if job is None:
                     raise future
-                result = None if future is None else future.result()  # re-raises a worker's error
+                if isinstance(future, tuple):  # one of a chunk
+                    future, index = future
+                    result = future.result()[index]  # re-raises a worker's error
+                else:
+                    result = None if future is None else future.result()
                 with self.space:
                     self.waiting -= 1
                     self.held -= _values(result)
@@ -170,10 +224,10 @@ class Batcher:
 
 class Writers:
     """The sink of ``run``: finished images blended back, encoded and written atomically by a pool
-    of threads while the next batch computes."""
+    of threads (small images by the processes of ``offload``) while the next batch computes."""
 
-    def __init__(self, workers: int, quality: int, recorder: Recorder):
-        self.workers, self.quality, self.recorder = workers, quality, recorder
+    def __init__(self, workers: int, quality: int, recorder: Recorder, offload: Offload | None = None):
+        self.workers, self.quality, self.recorder, self.offload = workers, quality, recorder, offload
         self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="write")
         self.writes: set = set()
 
@@ -187,30 +241,32 @@ class Writers:
             self.writes.add(self.pool.submit(self._finish, images[start : start + size]))
 
     def _finish(self, images: list[treatments.Image]) -> None:
+        items = []
         for image in images:
             image.decoded.pixels = None  # every tile is done: free the input before encoding
             began = time.time()
             with timing.stage("blend"):
-                pixels = image.result()
+                items.append((image.job, image.decoded, image.result()))
             image.job.seconds += time.time() - began
-            write(image.job, image.decoded, pixels, self.quality, self.recorder)
+        write(items, self.quality, self.recorder, self.offload)
 
     def close(self) -> None:
         """Wait for every write (a Ctrl-C still lets the files being written finish)."""
         self.pool.shutdown(wait=True)
 
 
-def write(job: Job, decoded: io.Decoded, pixels: np.ndarray, quality: int, recorder: Recorder) -> None:
-    """Encode and atomically write one output; any failure is recorded against the job."""
+def write(items: list[tuple[Job, io.Decoded, np.ndarray]], quality: int, recorder: Recorder,
+          offload: Offload | None = None) -> None:
+    """Encode and atomically write each ``(job, decoded, pixels)``; a failure is recorded against
+    its job."""
     began = time.time()
-    try:
-        fmt = io.EXTENSIONS[job.output.suffix.lower()]
-        with timing.stage("encode"):
-            data = io.encode(decoded, pixels, fmt, quality)
-        with timing.stage("write"):
-            io.write_atomic(job.output, data)
-        job.status = "ok"
-    except Exception as error:  # a full disk, a read-only folder, an encoder refusing the data
-        job.status, job.reason = "failed", f"cannot write {io.shown(job.output)}: {one_line(error)}"
-    job.seconds += time.time() - began
-    recorder.finish(job)
+    work = [(job.output, decoded, pixels) for job, decoded, pixels in items]
+    failures = encode_and_write(work, quality) if offload is None else offload.write(work, quality)
+    share = (time.time() - began) / max(1, len(items))
+    for (job, _, _), failure in zip(items, failures):
+        if failure is None:
+            job.status = "ok"
+        else:
+            job.status, job.reason = "failed", failure
+        job.seconds += share
+        recorder.finish(job)

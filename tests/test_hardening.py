@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from corpus import Fail, Ok, encoded, gradient, make_corpus, make_unreadable, png_bomb
-from denoise import io
+from denoise import io, offload
 from denoise.cli import main
 
 ROOT = os.geteuid() == 0
@@ -442,6 +442,7 @@ def test_simulated_disk_full(tmp_path, identity_model, monkeypatch, command):
     _noisy_folder(inputs, 3, size=16)
     before = snapshot(inputs)
     monkeypatch.setattr(io, "os", _FailingOS())
+    monkeypatch.setattr(offload, "SMALL", -1)  # write here, where the patch is, not in worker processes
     extra = ["--model", identity_model] if command == "run" else []
     result = invoke(command, inputs, tmp_path / "out", *extra, "-q")
     assert result.exit_code == 1

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import noisy_array, save, tree_digest
-from denoise import io
+from denoise import io, offload
 from denoise.cli import main
 
 
@@ -180,6 +180,7 @@ def test_a_folder_in_the_place_of_an_output_fails(tmp_path, inputs, registry_dir
 
 def test_an_image_too_large_for_the_memory_is_refused_from_its_header(tmp_path, inputs, registry_dir, monkeypatch):
     monkeypatch.setattr(io, "available_memory", lambda: 32 * 40 * 20 * 2)  # room for the grey image only
+    monkeypatch.setattr(offload, "SMALL", -1)  # decode here, where the patch is, not in worker processes
     result = invoke("run", inputs, tmp_path / "out")
     assert result.exit_code == 1
     lines = error_lines(result)
