@@ -138,6 +138,16 @@ def load_folder(folder: Path, limit: int | None = None) -> list[tuple[str, np.nd
     return [(path.name, read_uint8(path)) for path in files]
 
 
+def load_held_back(datasets: Path, names: tuple[str, ...], limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """The tenth of each training folder that `denoise train` holds back (by a hash of the file
+    names), never trained on: named FOLDER_FILE, in that order (the first ``limit``)."""
+    from denoise.data import split_files
+
+    files = [(f"{name}_{path.name}", path) for name in names
+             for path in split_files(sorted((datasets / name).glob("*.png")))[1]]
+    return [(label, read_uint8(path)) for label, path in files[:limit or None]]
+
+
 def load_fmnist(npz: Path, count: int) -> list[tuple[str, np.ndarray]]:
     """The first ``count`` Fashion-MNIST test images, named ``fmnist_test_00000.png`` ..."""
     with np.load(npz) as data:

@@ -56,8 +56,9 @@ import common  # noqa: E402
 
 PEERS = ("bm3d", "opencv-nlm", "median", "skimage-tv", "skimage-wavelet", "skimage-nlm")
 METHODS = ("noisy", "denoise", *PEERS)
-SETS = ("set12", "mcmaster18", "fmnist")
-SET_LABELS = {"set12": "Set12", "mcmaster18": "McMaster18", "fmnist": "Fashion-MNIST test"}
+SETS = ("set12", "mcmaster18", "photos", "fmnist")
+SET_LABELS = {"set12": "Set12", "mcmaster18": "McMaster18", "fmnist": "Fashion-MNIST test",
+              "photos": "Photos held back (urban100 8, sunhays80 5)"}
 EXTRA_NOISES = ("poisson:30", "salt-pepper:0.05")  # on Set12 only
 
 
@@ -269,6 +270,9 @@ def build_cases(args, workdir: Path) -> list[Case]:
         if key == "fmnist":
             images = common.load_fmnist(datasets / "fashion_mnist" / "fashion_mnist.npz", args.fmnist_count)
             label = f"{SET_LABELS[key]} (first {len(images)})"
+        elif key == "photos":
+            images = common.load_held_back(datasets, ("urban100", "sunhays80"), args.limit)
+            label = SET_LABELS[key] + (f" (first {len(images)})" if args.limit else "")
         else:
             images = common.load_folder(datasets / key, args.limit)
             label = SET_LABELS[key] + (f" (first {len(images)})" if args.limit else "")

@@ -111,7 +111,7 @@ def inference_options(sigma: str = "--sigma", noise: str = "--noise", single: bo
                      flag_value="8", show_default=True,
                      callback=lambda context, parameter, value: None if value == "auto" else int(value),
                      help="Mean over N flips and turns of each tile (alone: 8), for N times the model time. "
-                          "auto: 2 on bfloat16 CPUs, else 1."),
+                          "auto: the model's own if its manifest entry names one, else 2 on bfloat16 CPUs, else 1."),
         click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto",
                      help="Network arithmetic; auto: bfloat16 where the CPU has it. float32 with --ensemble 1 "
                           "gives the same output on every machine."),

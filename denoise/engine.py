@@ -136,7 +136,8 @@ class Engine:
         from denoise import runtime
 
         return runtime.arithmetic(self.inference.precision, self.inference.ensemble or 0, *self.machine,
-                                  passes=1 if loaded is None else loaded.passes)
+                                  passes=1 if loaded is None else loaded.passes,
+                                  preferred=None if loaded is None else loaded.ensemble)
 
     def function(self, loaded):
         """One ``tf.function`` per model, traced once for any batch and tile size: it takes NHWC

@@ -43,6 +43,7 @@ class LoadedModel:
     tile_size: int | None  # fixed input size (dense models), else None
     multiple: int  # input sizes must be multiples of this
     passes: int = 1  # network evaluations per tile (a mean runs each member, grey ones per channel)
+    ensemble: int | None = None  # the self-ensemble its manifest entry asks for under --ensemble auto
 
 
 def sha256_of(path: Path) -> str:
@@ -85,6 +86,8 @@ def _entry_problem(index: int, entry, folder: Path) -> str | None:
         return f"model {entry['name']!r} has no {' or '.join(repr(key) for key in missing)}"
     if (folder / entry["file"]).is_dir():
         return f"model {entry['name']!r}: {folder / entry['file']} is a folder, not a weights file"
+    if "ensemble" in entry and entry["ensemble"] not in (1, 2, 4, 8):
+        return f"model {entry['name']!r}: 'ensemble' must be 1, 2, 4 or 8, not {json.dumps(entry['ensemble'])}"
     return None
 
 
@@ -132,7 +135,8 @@ def load(name_or_path: str, folder: Path | None = None) -> LoadedModel:
             known = ", ".join(model["name"] for model in entries(folder)) or "none"
             raise WeightsError(f"{name_or_path}: not a registered model ({known}) nor a .keras file")
         name = path.stem
-    return describe(_load_keras(path), name)
+    loaded = describe(_load_keras(path), name)
+    return loaded if entry is None or "ensemble" not in entry else dataclasses.replace(loaded, ensemble=entry["ensemble"])
 
 
 def _load_mean(entry: dict, folder: Path | None) -> LoadedModel:

@@ -50,7 +50,7 @@ def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
 
 
 def arithmetic(precision: str, ensemble: int, gpu: bool, native: bool | None,
-               passes: int = 1) -> tuple[str, int]:
+               passes: int = 1, preferred: int | None = None) -> tuple[str, int]:
     """The precision and self-ensemble size a model of ``passes`` network evaluations per tile
     runs with, ``precision`` auto and ``ensemble`` 0 (auto) resolved on this machine (``gpu``:
     one is visible; ``native``: :func:`native_bfloat16`).
@@ -61,10 +61,11 @@ def arithmetic(precision: str, ensemble: int, gpu: bool, native: bool | None,
     an AMD EPYC with AVX512-BF16), so the pair costs about one float32 pass (a 12 MP grey photo:
     15.0 s against 14.0), and it gains: Set12 at sigma 25 gives 30.27 dB against 30.20. A mean
     of networks (``passes`` > 1) is an ensemble already and gains less from bfloat16 (1.6x on a
-    24 MP photo through color+gray), so it runs once.
+    24 MP photo through color+gray), so it runs once. A model whose manifest entry names its
+    own ensemble (``preferred``) gets that under auto instead.
     """
     if precision == "auto":
         precision = "bfloat16" if native and not gpu else "float32"
     if ensemble == 0:
-        ensemble = 2 if precision == "bfloat16" and passes == 1 else 1
+        ensemble = preferred or (2 if precision == "bfloat16" and passes == 1 else 1)
     return precision, ensemble

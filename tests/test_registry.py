@@ -72,6 +72,20 @@ def test_colour_images_go_to_the_mean_when_it_is_the_colour_default(tmp_path, re
         "photo.png": "color+gray", "scan.png": "unet-gray"}
 
 
+def test_a_models_own_ensemble_replaces_the_machines_rule_under_auto_only(tmp_path, registry_dir):
+    save(tmp_path / "in" / "scan.png", noisy_array(20, 28, 1))
+    manifest = json.loads((registry_dir / "manifest.json").read_text())
+    manifest["models"][0]["ensemble"] = 4
+    (registry_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert registry.load("unet-gray").ensemble == 4 and registry.load("unet-color").ensemble is None
+    for index, (extra, expected) in enumerate((([], 4), (["--ensemble", "1"], 1), (["--ensemble", "auto"], 4))):
+        report = tmp_path / f"{index}.json"
+        result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / f"out{index}"), "-q",
+                                           "--report", str(report), *extra])
+        assert result.exit_code == 0, result.output
+        assert json.loads(report.read_text())["files"][0]["ensemble"] == expected
+
+
 def add_camera_models(folder):
     """Copies of the tiny U-Nets registered as the models for a camera's noise."""
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -130,6 +144,8 @@ def _break_entry(folder, case):
     elif case == "folder":
         (folder / "unet-gray.keras").unlink()
         (folder / "unet-gray.keras").mkdir()
+    elif case == "ensemble":
+        gray["ensemble"] = 3
     else:  # an entry that is not an object
         manifest["models"].insert(0, case)
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -142,6 +158,7 @@ def _break_entry(folder, case):
     ("gray", "models[0] is not an object"),
     (3, "models[0] is not an object"),
     ("folder", "unet-gray.keras is a folder, not a weights file"),
+    ("ensemble", "model 'unet-gray': 'ensemble' must be 1, 2, 4 or 8, not 3"),
 ])
 def test_a_malformed_manifest_entry_is_a_one_line_error_naming_it(tmp_path, registry_dir, case, problem):
     _break_entry(registry_dir, case)

@@ -28,3 +28,7 @@ def test_auto_arithmetic_is_bfloat16_with_a_mirror_pair_for_one_network_on_cpus_
     # A mean of networks is an ensemble already: it runs once unless told otherwise.
     assert runtime.arithmetic("auto", 0, gpu=False, native=True, passes=4) == ("bfloat16", 1)
     assert runtime.arithmetic("auto", 2, gpu=False, native=True, passes=4) == ("bfloat16", 2)
+    # A model that names its own ensemble gets it under auto, on any machine.
+    assert runtime.arithmetic("auto", 0, gpu=False, native=True, preferred=1) == ("bfloat16", 1)
+    assert runtime.arithmetic("auto", 0, gpu=True, native=False, preferred=2) == ("float32", 2)
+    assert runtime.arithmetic("auto", 8, gpu=False, native=True, preferred=1) == ("bfloat16", 8)
