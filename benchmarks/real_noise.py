@@ -3,26 +3,39 @@
 CC15 (``--datasets``/cc15, real-noise protocol of ``../shared/datasets/README.md``): each
 ``NAME_real.png`` is denoised as it is, with no level told, and its uint8 output scored against
 ``NAME_mean.png`` (PSNR peak 255; SSIM 11x11 Gaussian window sigma 1.5, data range 255, channel
-mean, borders of 5 pixels left out). Methods, all with the default model and arithmetic of
-``denoise run`` (``--model auto --precision auto --ensemble auto``):
+mean, borders of 5 pixels left out). Methods, all with the model and arithmetic ``denoise run``
+chooses by default (``--model auto --precision auto --ensemble auto``):
 
-  defaults        today's ``denoise run`` defaults (--sigma auto --noise auto)
-  level N         the model told N for every image (--sigma N): a fixed level, as a user would set it
-  calibrated      the defaults with :func:`denoise.calibrate.level_for` in place of estimate_level
-                  where the image's reading begins (treatments.read), as the pipeline would call it
-  oracle          per image the best of the fixed levels, chosen by looking at the truth (a bound)
+  calibrated        today's ``denoise run`` defaults (--sigma auto --noise auto): the level is
+                    :func:`denoise.calibrate.level_for`'s
+  before            the defaults as they were before denoise.calibrate: the level read by
+                    :func:`denoise.noise.estimate_level` where treatments.read now calls level_for
+  noise camera      ``--noise camera``, the defaults otherwise (so the camera model, ``color-camera``)
+  noise correlated  ``--noise correlated``, the defaults otherwise (the four half-size mosaics)
+  cbm3d             CBM3D (``bm3d.bm3d_rgb`` on [0, 1] floats) told each image's RMS of real - mean
+                    (0-255 units, / 255): a level taken from the truth
+  level N           the model told N for every image (--sigma N): a fixed level, as a user would set it
+  oracle            per image the best of the fixed levels, chosen by looking at the truth (a bound)
+
+Each row's ``told`` is the level the model was told per image (what ``treatments.read`` returns as
+the reading's level; for ``noise correlated`` that of the half-size mosaics), for cbm3d the RMS;
+``cpu_s_per_image`` the CPU seconds of the row's run per image, a model's loading and tracing
+included where the row is the first to use it.
 
 White noise (``--datasets``/set12, mcmaster18, the benchmark protocol of benchmarks/common.py at
-sigma 15 / 25 / 50): defaults against calibrated, with the mean level each told. And the
+sigma 15 / 25 / 50): before against calibrated, with the mean level each told. And the
 project's synthetic camera noise (``add-noise --noise camera``, peak 200 and 50) on McMaster18.
 
 Speed: the seconds of ``level_for`` and of ``estimate_level`` per CC15 image, and the default's
 whole in-process denoising of one 12 MP colour photo (a CC15 image repeated 8 x 6 times, 4096 x 3072)
-with and without the calibration.
+with the calibration (``calibrated``) and without it (``before``).
 
   python benchmarks/real_noise.py --datasets ../shared/datasets
+  python benchmarks/real_noise.py --datasets ../shared/datasets --only camera correlated cbm3d
 
-Writes benchmarks/results/real_noise.json and prints a summary.
+Writes benchmarks/results/real_noise.json and prints a summary. With ``--only``, only the named
+CC15 rows are measured, and merged into the existing JSON (the other rows, white noise and speed
+are kept as they are).
 """
 
 from __future__ import annotations
@@ -41,6 +54,10 @@ import common  # noqa: E402
 FIXED_LEVELS = (3, 6, 9, 12, 15, 18, 24)
 WHITE_SIGMAS = (15, 25, 50)
 CAMERA_PEAKS = (200, 50)  # the project's own camera noise (add-noise --noise camera) on McMaster18
+# --only NAME: the CC15 row keys each name measures
+ROW_GROUPS = {"noisy": ("noisy",), "before": ("before",), "calibrated": ("calibrated",),
+              "camera": ("noise camera",), "correlated": ("noise correlated",), "cbm3d": ("cbm3d",),
+              "levels": tuple(f"level {level}" for level in FIXED_LEVELS) + ("oracle (best fixed level per image, by the truth)",)}
 
 
 def ssim(clean: np.ndarray, test: np.ndarray) -> float:
@@ -63,16 +80,18 @@ def ssim(clean: np.ndarray, test: np.ndarray) -> float:
 
 
 class Denoiser:
-    """The default model of ``denoise run``, in process, told per image what a method says."""
+    """The model ``denoise run`` chooses by default, in process, told per image what a method says
+    (``noise``: ``--noise``, which for camera also chooses the camera model)."""
 
-    def __init__(self):
+    def __init__(self, noise: str = "auto"):
         from denoise.engine import Engine
         from denoise.settings import Inference
 
-        self.engine = Engine(Inference(), lambda message: print(message, file=sys.stderr))
+        self.engine = Engine(Inference(noise=noise), lambda message: print(message, file=sys.stderr))
 
-    def run(self, images: list[np.ndarray], levels: list[float] | None = None) -> tuple[list[np.ndarray], list]:
-        """uint8 images -> uint8 outputs, and the level each was told (None: the defaults' own reading)."""
+    def run(self, images: list[np.ndarray], levels: list[float] | None = None) -> tuple[list[np.ndarray], list[float]]:
+        """uint8 images -> uint8 outputs, and the level the model was told for each (``levels``
+        None: each image's own reading, as ``denoise run`` reads it)."""
         from denoise import io, pipeline, treatments
         from denoise.plan import Job
 
@@ -80,28 +99,68 @@ class Denoiser:
         for number, image in enumerate(images):
             pixels = image.astype(np.float32) / 255.0
             pixels = pixels[..., None] if pixels.ndim == 2 else pixels
-            jobs.append((Job(number, Path(), Path()), io.Decoded(pixels=pixels, alpha=None, bits=8, format="PNG", info={})))
-            if levels is not None:
+            decoded = io.Decoded(pixels=pixels, alpha=None, bits=8, format="PNG", info={})
+            jobs.append((Job(number, Path(), Path()), decoded))
+            if levels is None:  # what the pipeline reads on the whole image, kept to say what the model was told
+                readings.append(treatments.reading_of(decoded, self.engine))
+            else:
                 low, span = treatments.stretch(pixels)
                 readings.append(treatments.Reading(sigma=float(levels[number]), noise="gaussian", level=float(levels[number]),
                                                    stabilizer=None, low=low, span=span,
                                                    bounds=(float(pixels.min()), float(pixels.max()))))
-        outputs = pipeline.denoise_decoded(self.engine, jobs, readings if levels is not None else None)
+        outputs = pipeline.denoise_decoded(self.engine, jobs, readings)
         shaped = [common.to_uint8(out[..., 0] if image.ndim == 2 else out) for out, image in zip(outputs, images)]
-        return shaped, [job.sigma for job, _ in jobs]
+        return shaped, [reading.level for reading in readings]
 
 
 @contextlib.contextmanager
-def calibrated():
-    """The defaults with calibrate.level_for where the reading calls estimate_level."""
-    from denoise import calibrate, treatments
+def before():
+    """The defaults as they were before denoise.calibrate: ``--sigma auto`` read by
+    estimate_level where the reading (treatments.read) now calls calibrate.level_for."""
+    from denoise import calibrate
+    from denoise.noise import estimate_level
 
-    before = treatments.estimate_level
-    treatments.estimate_level = calibrate.level_for
+    now = calibrate.level_for
+    calibrate.level_for = estimate_level
     try:
         yield
     finally:
-        treatments.estimate_level = before
+        calibrate.level_for = now
+
+
+def rms(noisy: np.ndarray, clean: np.ndarray) -> float:
+    """The RMS of noisy - clean, 0-255 units: the noise level the truth shows."""
+    return float(np.sqrt(np.mean((noisy.astype(np.float64) - clean.astype(np.float64)) ** 2)))
+
+
+def cbm3d(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    """CBM3D (grey: BM3D) on [0, 1] floats told ``sigma`` (0-255 units), as benchmarks/quality.py runs it."""
+    import bm3d
+
+    unit = noisy.astype(np.float64) / 255.0
+    if noisy.ndim == 3:
+        return common.to_uint8(bm3d.bm3d_rgb(unit, sigma / 255.0))
+    return common.to_uint8(bm3d.bm3d(unit, sigma / 255.0))
+
+
+def read_cc15(folder: Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """CC15's names, noisy shots and means (uint8), sorted by name."""
+    names = sorted(path.name[: -len("_real.png")] for path in folder.glob("*_real.png"))
+    if not names:
+        raise SystemExit(f"no *_real.png in {folder}")
+    noisy = [common.read_uint8(folder / f"{name}_real.png") for name in names]
+    clean = [common.read_uint8(folder / f"{name}_mean.png") for name in names]
+    return names, noisy, clean
+
+
+def merge_cc15(old: dict, new: dict) -> dict:
+    """``old`` (a real_noise.json) with the CC15 rows of ``new`` (cc15's result) in place of its own;
+    the images and their noise must be the same."""
+    if old.get("cc15", {}).get("images") != new["images"]:
+        raise SystemExit("--only merges into a JSON of the same CC15 images: run without --only first")
+    merged = dict(old)
+    merged["cc15"] = {**old["cc15"], **{key: row for key, row in new.items() if key not in ("images", "rms_noise")}}
+    return merged
 
 
 def scores(outputs, cleans) -> dict:
@@ -111,27 +170,41 @@ def scores(outputs, cleans) -> dict:
             "psnr_each": [round(value, 2) for value in psnrs]}
 
 
-def cc15(denoiser: Denoiser, folder: Path) -> dict:
-    names = sorted(path.name[: -len("_real.png")] for path in folder.glob("*_real.png"))
-    noisy = [common.read_uint8(folder / f"{name}_real.png") for name in names]
-    clean = [common.read_uint8(folder / f"{name}_mean.png") for name in names]
-    rows = {"images": names, "rms_noise": [round(float(np.sqrt(np.mean((n.astype(float) - c) ** 2))), 2)
-                                           for n, c in zip(noisy, clean)]}
-    rows["noisy"] = scores(noisy, clean)
-    outputs, told = denoiser.run(noisy)
-    rows["defaults"] = {**scores(outputs, clean), "told": [round(value, 2) for value in told]}
-    each = {}
-    for level in FIXED_LEVELS:
-        outputs, _ = denoiser.run(noisy, [level] * len(noisy))
-        rows[f"level {level}"] = result = scores(outputs, clean)
-        each[level] = result["psnr_each"]
-    best = [max(each[level][i] for level in FIXED_LEVELS) for i in range(len(names))]
-    rows["oracle (best fixed level per image, by the truth)"] = {
-        "psnr": round(float(np.mean(best)), 3),
-        "levels": [max(FIXED_LEVELS, key=lambda level: each[level][i]) for i in range(len(names))]}
-    with calibrated():
-        outputs, told = denoiser.run(noisy)
-    rows["calibrated"] = {**scores(outputs, clean), "told": [round(value, 2) for value in told]}
+def cc15(denoiser: Denoiser, folder: Path, only: tuple[str, ...] = tuple(ROW_GROUPS)) -> dict:
+    """The CC15 rows of the groups ``only`` (keys of :data:`ROW_GROUPS`)."""
+    names, noisy, clean = read_cc15(folder)
+    truth = [rms(n, c) for n, c in zip(noisy, clean)]
+    rows = {"images": names, "rms_noise": [round(value, 2) for value in truth]}
+
+    def measured(run, context=None) -> dict:
+        began = time.process_time()
+        with context or contextlib.nullcontext():
+            outputs, told = run()
+        return {**scores(outputs, clean), "told": [round(value, 2) for value in told],
+                "cpu_s_per_image": round((time.process_time() - began) / len(noisy), 2)}
+
+    if "noisy" in only:
+        rows["noisy"] = scores(noisy, clean)
+    if "before" in only:
+        rows["before"] = measured(lambda: denoiser.run(noisy), before())
+    if "calibrated" in only:
+        rows["calibrated"] = measured(lambda: denoiser.run(noisy))
+    for group, noise in (("camera", "camera"), ("correlated", "correlated")):
+        if group in only:
+            other = Denoiser(noise)
+            rows[f"noise {noise}"] = measured(lambda: other.run(noisy))
+    if "cbm3d" in only:
+        rows["cbm3d"] = measured(lambda: ([cbm3d(image, level) for image, level in zip(noisy, truth)], truth))
+    if "levels" in only:
+        each = {}
+        for level in FIXED_LEVELS:
+            outputs, _ = denoiser.run(noisy, [level] * len(noisy))
+            rows[f"level {level}"] = result = scores(outputs, clean)
+            each[level] = result["psnr_each"]
+        best = [max(each[level][i] for level in FIXED_LEVELS) for i in range(len(names))]
+        rows["oracle (best fixed level per image, by the truth)"] = {
+            "psnr": round(float(np.mean(best)), 3),
+            "levels": [max(FIXED_LEVELS, key=lambda level: each[level][i]) for i in range(len(names))]}
     return rows
 
 
@@ -145,10 +218,10 @@ def white(denoiser: Denoiser, datasets: Path) -> dict:
         images = common.load_folder(datasets / folder)
         cleans = [image for _, image in images]
         noisy = [common.noisy_copy(image, name, spec) for name, image in images]
-        outputs, told = denoiser.run(noisy)
-        entry = {"defaults": {**scores(outputs, cleans), "mean_told": round(float(np.mean(told)), 3)}}
-        with calibrated():
+        with before():
             outputs, told = denoiser.run(noisy)
+        entry = {"before": {**scores(outputs, cleans), "mean_told": round(float(np.mean(told)), 3)}}
+        outputs, told = denoiser.run(noisy)
         entry["calibrated"] = {**scores(outputs, cleans), "mean_told": round(float(np.mean(told)), 3)}
         for method in entry.values():
             method.pop("psnr_each")
@@ -176,7 +249,7 @@ def speed(denoiser: Denoiser, folder: Path) -> dict:
         level(photo.astype(np.float32) / 255.0)
         timed[f"{name} CPU s on 12.6 MP"] = round(time.process_time() - began, 2)
     denoiser.run([photo[:64, :64]])  # warm: trace the function outside the timing
-    for label, context in (("defaults", contextlib.nullcontext), ("calibrated", calibrated)):
+    for label, context in (("before", before), ("calibrated", contextlib.nullcontext)):
         with context():
             began, cpu = time.time(), time.process_time()
             denoiser.run([photo])
@@ -190,14 +263,25 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", type=Path, required=True, help="the folder holding cc15/, set12/, mcmaster18/")
     parser.add_argument("--skip-white", action="store_true", help="no white (nor synthetic camera) noise")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--only", nargs="+", choices=tuple(ROW_GROUPS), metavar="ROWS",
+                        help=f"measure only these CC15 rows ({', '.join(ROW_GROUPS)}) and merge them into --out")
     parser.add_argument("--out", type=Path, default=common.RESULTS / "real_noise.json")
     args = parser.parse_args(argv)
     denoiser = Denoiser()
+    if args.only:
+        old = common.load_json(args.out)
+        load = common.load()
+        rows = cc15(denoiser, args.datasets / "cc15", tuple(args.only))
+        _print(rows)
+        result = merge_cc15(old, rows)
+        result.setdefault("updates", []).append({"rows": [key for group in args.only for key in ROW_GROUPS[group]],
+                                                 "date": common.now(), "machine": common.machine(),
+                                                 "load_before": load, "load_after": common.load()})
+        common.save_json(args.out, result)
+        return
     result = {"machine": common.machine(), "load_before": common.load()}
     result["cc15"] = cc15(denoiser, args.datasets / "cc15")
-    for method, row in result["cc15"].items():
-        if isinstance(row, dict) and "psnr" in row:
-            print(f"CC15 {method:50s} {row['psnr']:.2f} dB  {row.get('ssim', '')}", flush=True)
+    _print(result["cc15"])
     if not args.skip_white:
         result["white"] = white(denoiser, args.datasets)
     if not args.skip_speed:
@@ -205,6 +289,12 @@ def main(argv=None) -> None:
         print(result["speed"])
     result["load_after"] = common.load()
     common.save_json(args.out, result)
+
+
+def _print(rows: dict) -> None:
+    for method, row in rows.items():
+        if isinstance(row, dict) and "psnr" in row:
+            print(f"CC15 {method:50s} {row['psnr']:.2f} dB  {row.get('ssim', '')}", flush=True)
 
 
 if __name__ == "__main__":
