@@ -190,7 +190,7 @@ class Mosaic(Step):
         return shuffle.to_mosaic(pixels)
 
     def backward(self, result):
-        return shuffle.from_mosaic(result, *self.shape)
+        return shuffle.clear_pattern(shuffle.from_mosaic(result, *self.shape))
 
 
 class ClearImpulses(Step):

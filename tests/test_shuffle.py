@@ -34,3 +34,20 @@ def test_noise_twice_as_wide_as_a_pixel_is_independent_again_in_the_mosaic():
 
     assert neighbour_correlation(enlarged[..., 0]) > 0.4
     assert abs(neighbour_correlation(shuffle.to_mosaic(enlarged)[:128, :128, 0])) < 0.05
+
+
+def test_the_pattern_of_phases_denoised_apart_is_cleared_and_smooth_images_are_left_alone():
+    """Four phases each off by its own slowly varying amount -- what denoising them apart leaves --
+    come back as a flat image; a smooth image and a flat one pass unchanged."""
+    rows, columns = np.mgrid[0:96, 0:128].astype(np.float32)
+    smooth = (0.5 + 0.3 * np.sin(rows / 15.0) * np.cos(columns / 11.0))[..., None].repeat(3, axis=-1)
+    assert np.abs(shuffle.clear_pattern(smooth) - smooth)[8:-8, 8:-8].max() < 2e-3
+    flat = np.full((40, 50, 1), 0.4, np.float32)
+    np.testing.assert_array_equal(shuffle.clear_pattern(flat), flat)
+    offsets = 0.02 * np.sin(np.arange(4)[:, None, None] + rows[::2, ::2][None] / 20.0)  # per phase, slowly varying
+    patterned = np.full((96, 128, 1), 0.4, np.float32)
+    for phase, (row, column) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        patterned[row::2, column::2, 0] += offsets[phase]
+    common = 0.4 + offsets.mean(axis=0).repeat(2, axis=0).repeat(2, axis=1)[..., None]  # what the phases share
+    before, after = np.abs(patterned - common), np.abs(shuffle.clear_pattern(patterned) - common)
+    assert before[8:-8, 8:-8].mean() > 0.01 and after[8:-8, 8:-8].mean() < 0.05 * before[8:-8, 8:-8].mean()
