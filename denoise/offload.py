@@ -146,13 +146,16 @@ class Offload:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["denoise.offload"])
                 self.idle = queue.LifoQueue()
-                for _ in range(self.workers):
-                    ours, theirs = context.Pipe()
-                    process = context.Process(target=_serve, args=(theirs,), daemon=True, name="denoise-offload")
-                    process.start()
-                    theirs.close()
-                    self.processes.append(process)
-                    self.idle.put(ours)
+                try:
+                    for _ in range(self.workers):
+                        ours, theirs = context.Pipe()
+                        process = context.Process(target=_serve, args=(theirs,), daemon=True, name="denoise-offload")
+                        process.start()
+                        theirs.close()
+                        self.processes.append(process)
+                        self.idle.put(ours)
+                except Exception:  # no fork server here (say, no writable temporary folder): work in threads
+                    self.broken = True  # what did start is stopped by close()
             return None if self.broken else self.idle
 
     def close(self) -> None:

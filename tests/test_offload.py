@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import signal
 
 import numpy as np
@@ -104,3 +105,39 @@ def test_run_writes_the_same_bytes_whether_small_files_go_to_workers_or_not(tmp_
     assert results[offload.SMALL] == results[-1]
     assert len(results[-1][0]) == 9 and "broken.png" in results[-1][1]
     assert tree_digest(inputs) == before
+
+
+def test_workers_that_cannot_start_leave_the_work_to_this_process(tmp_path, monkeypatch):
+    import multiprocessing
+
+    def refuse(*args, **kwargs):
+        raise OSError("no temporary folder for the fork server")
+
+    context = multiprocessing.get_context("forkserver")
+    monkeypatch.setattr(type(context), "Process", property(lambda self: refuse))
+    workers = Offload(2)
+    source = png(tmp_path / "grey.png", np.full((8, 8), 3, np.uint8))
+    assert np.array_equal(workers.read([source], 20)[0].pixels, io.read_image(source).pixels)
+    assert not workers.processes and not workers.takes(source)
+    workers.close()
+
+
+def test_one_run_of_small_files_through_workers_and_large_ones_in_threads_writes_and_reports_all(tmp_path, registry_dir):
+    import json
+
+    from click.testing import CliRunner
+
+    from conftest import noisy_array, save
+    from denoise.cli import main
+
+    sizes = [(20, 24), (300, 320), (18, 30), (290, 260), (24, 24)]  # about 1 KB, then about 250 KB each
+    for index, (height, width) in enumerate(sizes):
+        save(tmp_path / "in" / f"{index}.png", noisy_array(height, width, 1, seed=index))
+    assert (tmp_path / "in" / "1.png").stat().st_size > offload.SMALL > (tmp_path / "in" / "0.png").stat().st_size
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "-q",
+                                       "--report", str(tmp_path / "report.json")])
+    assert result.exit_code == 0, result.output
+    files = json.loads((tmp_path / "report.json").read_text())["files"]
+    assert sorted(Path(entry["input"]).name for entry in files) == [f"{index}.png" for index in range(5)]
+    for index, (height, width) in enumerate(sizes):
+        assert Image.open(tmp_path / "out" / f"{index}.png").size == (width, height)
