@@ -3,16 +3,17 @@ the model.
 
 A batch of thousands of tiny images is bound by Python, not arithmetic: decoding, encoding and
 writing each file holds the GIL for about as long as the network takes for it, and TensorFlow's
-import holds it for seconds at the start. Two processes doing that work for small files let the
-model's process keep its GIL to itself. Large files stay in threads, where Pillow and numpy
+import holds it for seconds at the start. Worker processes (as many as the run's worker threads)
+doing that work for small files let the model's process keep its GIL to itself. Large files stay in threads, where Pillow and numpy
 release the GIL anyway and where copying their pixels between processes would cost more than it
 saves.
 
-The processes come from a fork server, a fresh process that imports only :mod:`denoise.io`, so
-they never inherit TensorFlow or a lock held by another thread. They ignore Ctrl-C: the run
+The processes come from a fork server, a fresh process that imports this module and what it needs
+(:mod:`denoise.io`, numpy, Pillow), so they never inherit TensorFlow or a lock held by another
+thread. They ignore Ctrl-C: the run
 stops feeding them and waits for what they are writing, so an interrupt never leaves part of a
-file. Where processes cannot be started (no fork server on this platform, or a worker died), the
-work runs in the calling thread instead: same bytes, same errors.
+file. Where processes cannot be started (no fork server on this platform, no temporary folder for
+its socket) or a worker dies, the work runs in the calling thread instead: same bytes, same errors.
 """
 
 from __future__ import annotations
