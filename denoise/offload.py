@@ -19,6 +19,7 @@ its socket) or a worker dies, the work runs in the calling thread instead: same 
 from __future__ import annotations
 
 import contextlib
+import io as stdio
 import multiprocessing
 import os
 import queue
@@ -27,12 +28,15 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from denoise import io, timing
 from denoise.report import one_line
 
-# Files up to this many bytes (and outputs up to this many pixel values) go to the processes: a
-# 28x28 PNG is about 1 KB. Beyond it the pickled pixels cost about what the decode does.
+# Files up to this many bytes, holding up to this many pixel values, go to the processes (and
+# outputs up to this many values): a 28x28 PNG is about 1 KB. Beyond it the pickled pixels cost
+# about what the decode does. The values are bounded too, since a blank scan compresses to a few
+# KB: a chunk of 256 files brings back at most 64 MB of float32.
 SMALL = 1 << 16
 
 
@@ -41,14 +45,26 @@ def _ignore_interrupts() -> None:
 
 
 def read_images(paths: list[Path], bytes_per_value: int) -> list:
-    """Per path, its :class:`io.Decoded`, or the :class:`io.ImageError` saying why it has none."""
+    """Per path, its :class:`io.Decoded`, the :class:`io.ImageError` saying why it has none, or
+    None for an image of more than SMALL values, left for the caller to read itself."""
     decoded = []
     for path in paths:
         try:
-            decoded.append(io.read_image(path, bytes_per_value))
+            data = io.read_file(path)
+            decoded.append(None if _values_in(data) > SMALL else io.decode_bytes(data, bytes_per_value))
         except io.ImageError as error:
             decoded.append(error)
     return decoded
+
+
+def _values_in(data: bytes) -> int:
+    """The pixel values an encoded image holds, from its header (0 where it cannot be read: the
+    decode then says why)."""
+    try:
+        with Image.open(stdio.BytesIO(data)) as image:
+            return image.size[0] * image.size[1] * min(3, len(image.getbands()))
+    except Exception:
+        return 0
 
 
 def encode_and_write(items: list[tuple[Path, io.Decoded, np.ndarray]], quality: int) -> list[str | None]:
@@ -108,7 +124,7 @@ class Offload:
             return True
 
     def read(self, paths: list[Path], bytes_per_value: int) -> list:
-        """:func:`read_images` of ``paths``, in a process."""
+        """:func:`read_images` of ``paths``, in a process (None: an image too large to send back)."""
         answer = self._call("read", paths, bytes_per_value)
         return read_images(paths, bytes_per_value) if answer is None else answer[0]
 

@@ -106,7 +106,10 @@ class ReadAhead:
         results = []
         for job, each in zip(jobs, decoded):
             job.started = began
-            results.append(self._prepare(job, each, share))
+            if each is None:  # a small file of many pixels (a blank scan): read here, as a large one
+                results.append(self._decode(job))
+            else:
+                results.append(self._prepare(job, each, share))
         return results
 
     def _prepare(self, job: Job, decoded, seconds: float):

@@ -74,6 +74,7 @@ def test_only_small_files_go_to_the_processes_and_a_closed_pool_works_here(tmp_p
     assert workers.takes(source) and workers.takes(tmp_path / "missing.png")
     monkeypatch.setattr(offload, "SMALL", 10)
     assert not workers.takes(source)
+    monkeypatch.undo()
     assert not workers.processes  # nothing asked yet: no process started
     workers.read([source], 20)
     (process,) = workers.processes
@@ -133,11 +134,21 @@ def test_one_run_of_small_files_through_workers_and_large_ones_in_threads_writes
     sizes = [(20, 24), (300, 320), (18, 30), (290, 260), (24, 24)]  # about 1 KB, then about 250 KB each
     for index, (height, width) in enumerate(sizes):
         save(tmp_path / "in" / f"{index}.png", noisy_array(height, width, 1, seed=index))
+    sizes.append((600, 500))  # a blank scan: a small file of many pixels, read in this process
+    save(tmp_path / "in" / "5.png", np.full((600, 500), 250, np.uint8))
     assert (tmp_path / "in" / "1.png").stat().st_size > offload.SMALL > (tmp_path / "in" / "0.png").stat().st_size
     result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "-q",
                                        "--report", str(tmp_path / "report.json")])
     assert result.exit_code == 0, result.output
     files = json.loads((tmp_path / "report.json").read_text())["files"]
-    assert sorted(Path(entry["input"]).name for entry in files) == [f"{index}.png" for index in range(5)]
+    assert sorted(Path(entry["input"]).name for entry in files) == [f"{index}.png" for index in range(6)]
     for index, (height, width) in enumerate(sizes):
         assert Image.open(tmp_path / "out" / f"{index}.png").size == (width, height)
+
+
+def test_a_small_file_of_many_pixels_is_left_for_this_process_to_read(pool, tmp_path):
+    blank = png(tmp_path / "blank-scan.png", np.full((600, 500), 255, np.uint8))  # a few KB, 300,000 values
+    small = png(tmp_path / "small.png", np.full((20, 20), 9, np.uint8))
+    assert blank.stat().st_size < offload.SMALL < 600 * 500
+    missing, decoded = pool.read([blank, small], 20)
+    assert missing is None and decoded.pixels.shape == (20, 20, 1)
