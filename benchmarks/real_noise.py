@@ -7,7 +7,10 @@ mean, borders of 5 pixels left out). Methods, all with the model and arithmetic 
 chooses by default (``--model auto --precision auto --ensemble auto``):
 
   calibrated        today's ``denoise run`` defaults (--sigma auto --noise auto): the level is
-                    :func:`denoise.calibrate.level_for`'s
+                    :func:`denoise.calibrate.level_for`'s, and an image whose noise spans more than
+                    a pixel goes to the photo model (``color-photo``)
+  white-model       ``--noise gaussian``: the calibrated level, the white-noise default model (the
+                    defaults before the photo model)
   before            the defaults as they were before denoise.calibrate: the level read by
                     :func:`denoise.noise.estimate_level` where treatments.read now calls level_for
   noise camera      ``--noise camera``, the defaults otherwise (so the camera model, ``color-camera``)
@@ -24,17 +27,20 @@ included where the row is the first to use it.
 
 White noise (``--datasets``/set12, mcmaster18, the benchmark protocol of benchmarks/common.py at
 sigma 15 / 25 / 50): before against calibrated, with the mean level each told. And the
-project's synthetic camera noise (``add-noise --noise camera``, peak 200 and 50) on McMaster18.
+project's synthetic camera noise (``add-noise --noise camera``, peak 200 and 50) on McMaster18. And
+the clean images of both, no noise added, scored against themselves: what stays of a clean image.
 
 Speed: the seconds of ``level_for`` and of ``estimate_level`` per CC15 image, and the default's
 whole in-process denoising of one 12 MP colour photo (a CC15 image repeated 8 x 6 times, 4096 x 3072)
-with the calibration (``calibrated``) and without it (``before``).
+with today's defaults (``calibrated``: the photo model, its own ensemble) and those before the
+calibration (``before``: the white-noise model, its ensemble).
 
   python benchmarks/real_noise.py --datasets ../shared/datasets
   python benchmarks/real_noise.py --datasets ../shared/datasets --only camera correlated cbm3d
 
 Writes benchmarks/results/real_noise.json and prints a summary. With ``--only``, only the named
-CC15 rows are measured, and merged into the existing JSON (the other rows, white noise and speed
+CC15 rows are measured, and merged into the existing JSON (--also-white, --also-speed: those too;
+the other rows, white noise and speed
 are kept as they are).
 """
 
@@ -56,6 +62,7 @@ WHITE_SIGMAS = (15, 25, 50)
 CAMERA_PEAKS = (200, 50)  # the project's own camera noise (add-noise --noise camera) on McMaster18
 # --only NAME: the CC15 row keys each name measures
 ROW_GROUPS = {"noisy": ("noisy",), "before": ("before",), "calibrated": ("calibrated",),
+              "white-model": ("calibrated, white-noise model",),
               "camera": ("noise camera",), "correlated": ("noise correlated",), "cbm3d": ("cbm3d",),
               "levels": tuple(f"level {level}" for level in FIXED_LEVELS) + ("oracle (best fixed level per image, by the truth)",)}
 
@@ -116,16 +123,17 @@ class Denoiser:
 @contextlib.contextmanager
 def before():
     """The defaults as they were before denoise.calibrate: ``--sigma auto`` read by
-    estimate_level where the reading (treatments.read) now calls calibrate.level_for."""
+    estimate_level where the reading (treatments.read) now calls calibrate.read, and so no image
+    sent to the photo model."""
     from denoise import calibrate
     from denoise.noise import estimate_level
 
-    now = calibrate.level_for
-    calibrate.level_for = estimate_level
+    now = calibrate.read
+    calibrate.read = lambda pixels: (estimate_level(pixels), False)
     try:
         yield
     finally:
-        calibrate.level_for = now
+        calibrate.read = now
 
 
 def rms(noisy: np.ndarray, clean: np.ndarray) -> float:
@@ -189,6 +197,9 @@ def cc15(denoiser: Denoiser, folder: Path, only: tuple[str, ...] = tuple(ROW_GRO
         rows["before"] = measured(lambda: denoiser.run(noisy), before())
     if "calibrated" in only:
         rows["calibrated"] = measured(lambda: denoiser.run(noisy))
+    if "white-model" in only:  # the defaults before the photo model: the calibrated level, the white-noise model
+        white_model = Denoiser("gaussian")
+        rows["calibrated, white-noise model"] = measured(lambda: white_model.run(noisy))
     for group, noise in (("camera", "camera"), ("correlated", "correlated")):
         if group in only:
             other = Denoiser(noise)
@@ -214,6 +225,7 @@ def white(denoiser: Denoiser, datasets: Path) -> dict:
     rows = {}
     cases = [(folder, NoiseSpec("gaussian", sigma, sigma)) for folder in ("set12", "mcmaster18") for sigma in WHITE_SIGMAS]
     cases += [("mcmaster18", NoiseSpec("camera", peak, peak)) for peak in CAMERA_PEAKS]
+    cases += [(folder, NoiseSpec("gaussian", 0, 0)) for folder in ("set12", "mcmaster18")]  # clean: must stay clean
     for folder, spec in cases:
         images = common.load_folder(datasets / folder)
         cleans = [image for _, image in images]
@@ -225,7 +237,8 @@ def white(denoiser: Denoiser, datasets: Path) -> dict:
         entry["calibrated"] = {**scores(outputs, cleans), "mean_told": round(float(np.mean(told)), 3)}
         for method in entry.values():
             method.pop("psnr_each")
-        label = f"{folder} sigma {spec.low:g}" if spec.kind == "gaussian" else f"{folder} {spec.describe()}"
+        label = (f"{folder} clean" if spec.kind == "gaussian" and spec.low == 0 else
+                 f"{folder} sigma {spec.low:g}" if spec.kind == "gaussian" else f"{folder} {spec.describe()}")
         rows[label] = entry
         print(label, entry, flush=True)
     return rows
@@ -265,6 +278,8 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--only", nargs="+", choices=tuple(ROW_GROUPS), metavar="ROWS",
                         help=f"measure only these CC15 rows ({', '.join(ROW_GROUPS)}) and merge them into --out")
+    parser.add_argument("--also-white", action="store_true", help="with --only: measure the white noise again too")
+    parser.add_argument("--also-speed", action="store_true", help="with --only: measure the speed again too")
     parser.add_argument("--out", type=Path, default=common.RESULTS / "real_noise.json")
     args = parser.parse_args(argv)
     denoiser = Denoiser()
@@ -274,7 +289,13 @@ def main(argv=None) -> None:
         rows = cc15(denoiser, args.datasets / "cc15", tuple(args.only))
         _print(rows)
         result = merge_cc15(old, rows)
-        result.setdefault("updates", []).append({"rows": [key for group in args.only for key in ROW_GROUPS[group]],
+        again = []
+        if args.also_white:
+            result["white"], again = white(denoiser, args.datasets), again + ["white noise"]
+        if args.also_speed:
+            result["speed"], again = speed(denoiser, args.datasets / "cc15"), again + ["speed"]
+            print(result["speed"])
+        result.setdefault("updates", []).append({"rows": [key for group in args.only for key in ROW_GROUPS[group]] + again,
                                                  "date": common.now(), "machine": common.machine(),
                                                  "load_before": load, "load_after": common.load()})
         common.save_json(args.out, result)

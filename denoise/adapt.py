@@ -161,15 +161,16 @@ def prepared_images(options: AdaptOptions, say: Callable[[str], None]) -> tuple[
 
 def _engine(init_from: str, noise: str, pixels: np.ndarray, say):
     """The engine of the model to adapt, under ``run --noise noise``: ``init_from``, or for auto the
-    one ``run`` picks for an image like ``pixels`` (every image then goes through that one model,
-    as ``run --model`` will)."""
-    from denoise import registry, treatments
+    one ``run`` picks for an image like ``pixels`` (the photo model where its noise spans more than
+    a pixel; every image then goes through that one model, as ``run --model`` will)."""
+    from denoise import calibrate, registry, treatments
     from denoise.engine import Engine
     from denoise.settings import Inference
 
     if init_from == "auto":
         channels = 1 if treatments.grey_in_colour(pixels) else pixels.shape[-1]
-        init_from = registry.default_name(channels, noise=noise)
+        kind = "photo" if noise == "auto" and calibrate.read(pixels if channels == 3 else pixels[..., :1])[1] else noise
+        init_from = registry.default_name(channels, noise=kind)
     return Engine(Inference(model=init_from, noise=noise), say)
 
 

@@ -75,16 +75,22 @@ def level_for(pixels: np.ndarray) -> float:
 
     Where the noise is pixel-sized (:func:`spread` false) it is :func:`estimate_level`'s, read at
     the same cost; else the fitted level of the module's docstring, never below estimate_level's."""
+    return read(pixels)[0]
+
+
+def read(pixels: np.ndarray) -> tuple[float, bool]:
+    """``(level_for(pixels), whether the noise spans more than a pixel)``: such noise is sent to
+    the photo models (denoise.treatments)."""
     image = _as_image(pixels)
     if min(image.shape[:2]) < 32:  # too small for the coarser scales
-        return estimate_level(image)
+        return estimate_level(image), False
     found = _pixel_scale(image)
     if not spread(found):
-        return found["s0"]  # what estimate_level returns here
+        return found["s0"], False  # what estimate_level returns here
     found = features(image, found)
     x = [1.0] + [math.log(found[key] + OFFSET) for key in ("s0", "sm", "smm", "sb2", "y0")]
     fitted = math.exp(sum(w * v for w, v in zip(WEIGHTS, x)))
-    return float(min(MAX_LEVEL, max(fitted, found["sm"])))
+    return float(min(MAX_LEVEL, max(fitted, found["sm"]))), True
 
 
 def _as_image(pixels: np.ndarray) -> np.ndarray:

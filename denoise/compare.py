@@ -214,7 +214,8 @@ def make_sheet(options: CompareOptions, say: Callable[[str], None] | None = None
             if number == 0:
                 spent_reading += time.perf_counter() - start
             pixels = image.decoded.pixels
-            image.models[variant] = runner.model_for(pixels.shape[-1] if not treatments.grey_in_colour(pixels) else 1)
+            channels = pixels.shape[-1] if not treatments.grey_in_colour(pixels) else 1
+            image.models[variant] = runner.model_for(channels, "photo" if image.readings[variant].noise == "photo" else None)
         _warm_up(runner, shown, variant)
         runs = ([1.0] if low else []) + high
         for value in runs:

@@ -61,7 +61,7 @@ class Engine:
         self.warn = warn
         self.models: dict[str, object] = {}
         self.functions: dict[str, Callable] = {}
-        self.defaults: dict[int, str] = {}  # channels -> the model --model auto picked
+        self.defaults: dict[tuple[int, str], str] = {}  # (channels, noise) -> the model --model auto picked
         self.warned: set[str] = set()
         self.lock = threading.Lock()
 
@@ -73,23 +73,28 @@ class Engine:
         other.warned = self.warned
         return other
 
-    def model_for(self, channels: int):
-        """The loaded model (registry.LoadedModel) for images of ``channels``, loaded on first use."""
+    def model_for(self, channels: int, noise: str | None = None):
+        """The loaded model (registry.LoadedModel) for images of ``channels`` whose noise is
+        treated as ``noise`` (default: as --noise says), loaded on first use."""
         with self.lock:
-            return self._model_for(channels)
+            return self._model_for(channels, noise or self.inference.noise)
 
-    def loaded_for(self, channels: int):
-        """The model for images of ``channels`` if it is loaded already, else None (decode threads
+    def loaded_for(self, channels: int, noise: str | None = None):
+        """The model :meth:`model_for` gives if it is loaded already, else None (decode threads
         prepare an image only then: models load in the main thread, once TensorFlow has started)."""
-        name = self.inference.model if self.inference.model != "auto" else self.defaults.get(channels)
+        key = (channels, noise or self.inference.noise)
+        name = self.inference.model if self.inference.model != "auto" else self.defaults.get(key)
         return self.models.get(name)
 
-    def _model_for(self, channels: int):
+    def _model_for(self, channels: int, noise: str):
         from denoise import registry
 
         name = self.inference.model
         if name == "auto":
-            name = self.defaults[channels] = registry.default_name(channels, noise=self.inference.noise)
+            key = (channels, noise)
+            if key not in self.defaults:
+                self.defaults[key] = registry.default_name(channels, noise=noise)
+            name = self.defaults[key]
         if name not in self.models:
             with timing.stage("model load"):
                 loaded = self.models[name] = registry.load(name)

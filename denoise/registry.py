@@ -102,12 +102,12 @@ def find(name: str, folder: Path | None = None) -> dict | None:
 def default_name(channels: int, folder: Path | None = None, noise: str = "gaussian") -> str:
     """The shipped model for grey (1) or colour (3) images: the entry marked ``default_for``,
     else any grey model (colour images then go through it channel by channel). With ``noise``
-    camera, the entry marked for a camera's noise on them (``gray-camera``, ``color-camera``)
+    camera or photo, the entry marked for that noise on them (``color-camera``, ``color-photo``)
     comes first."""
     role = "gray" if channels == 1 else "color"
     models = entries(folder)
-    for entry in (models if noise == "camera" else []):
-        if f"{role}-camera" in entry.get("default_for", []):
+    for entry in (models if noise in ("camera", "photo") else []):
+        if f"{role}-{noise}" in entry.get("default_for", []):
             return entry["name"]
     for entry in models:
         if role in entry.get("default_for", []):

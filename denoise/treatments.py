@@ -42,7 +42,7 @@ class Reading:
     as the whole would be, not read again."""
 
     sigma: float | None  # the level the report gives (None: auto, and a model without a noise-level input)
-    noise: str | None  # how the noise is treated: gaussian, poisson, impulse, correlated or camera
+    noise: str | None  # how the noise is treated: gaussian, photo, poisson, impulse, correlated or camera
     level: float | None  # what the model is told at --strength 1, 0-255 units of what it sees before the stretch
     stabilizer: tuple[float, float] | None  # the noise function of a signal-dependent image
     low: float  # the model sees (pixels - low) / span: see stretch()
@@ -55,13 +55,14 @@ def read(pixels: np.ndarray, inference, loaded) -> tuple[Reading, np.ndarray | N
     ``loaded`` under ``inference`` (settings.Inference), and what its tiles are cut from when not
     ``pixels`` (the treated image, computed once here)."""
     with timing.stage("noise reading"):
+        spread = False
         if inference.sigma is None:  # what to tell the model for white or for camera noise (denoise.calibrate)
-            sigma = calibrate.level_for(pixels) if loaded.noise_level_input else None
+            sigma, spread = calibrate.read(pixels) if loaded.noise_level_input else (None, False)
         else:
             sigma = float(inference.sigma)
         kind, source, stabilizer, level = "gaussian", None, None, sigma
         if inference.sigma is None and sigma:
-            kind, source, stabilizer, level = _treatment(pixels, sigma, inference.noise)
+            kind, source, stabilizer, level = _treatment(pixels, sigma, inference.noise, spread)
     low, span = stretch(pixels if source is None else source)
     reading = Reading(
         sigma=level if kind == "camera" else sigma,  # the report gives the level the camera model is told
@@ -70,9 +71,12 @@ def read(pixels: np.ndarray, inference, loaded) -> tuple[Reading, np.ndarray | N
     return reading, source
 
 
-def _treatment(pixels: np.ndarray, sigma: float, noise: str):
-    """How to treat the noise of an image whose Gaussian estimate is ``sigma``: ``(kind, the
-    pixels the model sees when not these, the stabiliser, the level the model is told)``."""
+def _treatment(pixels: np.ndarray, sigma: float, noise: str, spread: bool):
+    """How to treat the noise of an image whose calibrated level is ``sigma`` (``spread``: its
+    noise spans more than a pixel): ``(kind, the pixels the model sees when not these, the
+    stabiliser, the level the model is told)``."""
+    if noise == "photo" or noise == "auto" and spread:  # the photo model, told the calibrated level
+        return "photo", None, None, sigma
     if noise == "camera":  # the camera models take it whole; colour is told the fitted peak's level
         peak = variance.camera_peak(pixels) if pixels.shape[-1] == 3 else None
         return "camera", None, None, sigma if peak is None else 255.0 * effective_sigma("camera", peak)
@@ -330,6 +334,10 @@ def prepare(job, decoded, engine, reading: Reading | None = None, loaded_only: b
         reading, source = read(pixels, inference, loaded)
     else:
         source = None
+    if reading.noise == "photo":  # a model of its own where one is shipped (engine.model_for)
+        if loaded_only and engine.loaded_for(channels, "photo") is None:
+            return None
+        loaded = engine.model_for(channels, "photo")
     if inference.strength < 1.0:
         steps.append(KeepInput(inference.strength))
         steps[-1].forward(pixels)

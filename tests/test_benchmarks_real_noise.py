@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -78,11 +79,17 @@ def test_merge_replaces_only_the_rows_measured():
         real_noise.merge_cc15(old, {"images": ["other"], "rms_noise": [1.0]})
 
 
-def test_before_reads_the_level_with_estimate_level_and_puts_level_for_back():
+def test_before_reads_the_level_with_estimate_level_sends_nothing_to_the_photo_model_and_puts_read_back():
+    import cv2
+
     from denoise import calibrate
     from denoise.noise import estimate_level
 
-    now = calibrate.level_for
+    rng = np.random.default_rng(0)
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (96, 96, 3)), (0, 0), 1.0)
+    pixels = np.clip(0.5 + grain / grain.std() * 12 / 255, 0, 1).astype(np.float32)
+    now = calibrate.read(pixels)
+    assert now[1]  # noise blurred over a pixel spans more than one
     with real_noise.before():
-        assert calibrate.level_for is estimate_level
-    assert calibrate.level_for is now
+        assert calibrate.read(pixels) == (estimate_level(pixels), False)
+    assert calibrate.read(pixels) == now

@@ -86,13 +86,54 @@ def test_a_models_own_ensemble_replaces_the_machines_rule_under_auto_only(tmp_pa
         assert json.loads(report.read_text())["files"][0]["ensemble"] == expected
 
 
-def add_camera_models(folder):
-    """Copies of the tiny U-Nets registered as the models for a camera's noise."""
+def add_camera_models(folder, kind="camera", channels=(1, 3)):
+    """Copies of the tiny U-Nets registered as the models for a camera's noise (``kind`` camera)
+    or a photo's (``photo``)."""
     manifest = json.loads((folder / "manifest.json").read_text())
     for entry in list(manifest["models"]):
-        role = "gray-camera" if entry["channels"] == 1 else "color-camera"
-        manifest["models"].append({**entry, "name": role, "default_for": [role]})
+        if entry["channels"] in channels:
+            role = f"gray-{kind}" if entry["channels"] == 1 else f"color-{kind}"
+            manifest["models"].append({**entry, "name": role, "default_for": [role]})
     (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def grainy_array(size: int, channels: int, sigma: float, blur: float, seed: int = 0) -> np.ndarray:
+    """A smooth picture with Gaussian noise of ``sigma`` (0-255), blurred over ``blur`` pixels
+    (0: white) as a camera's demosaicing and processing spread it."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    base = (120 + 60 * np.sin(x / 11.0) * np.cos(y / 9.0))[..., None] * np.ones(channels)
+    noise = rng.normal(0, 1, (size, size, channels))
+    if blur:
+        import cv2
+
+        noise = cv2.GaussianBlur(noise, (0, 0), blur).reshape(noise.shape)
+    noise *= sigma / noise.std()
+    array = np.clip(np.round(base + noise), 0, 255).astype(np.uint8)
+    return array[..., 0] if channels == 1 else array
+
+
+def test_noise_that_spans_pixels_goes_to_the_photo_model_and_white_noise_does_not(tmp_path, registry_dir):
+    save(tmp_path / "in" / "grain.png", grainy_array(128, 3, 12, 1.0))
+    save(tmp_path / "in" / "white.png", grainy_array(128, 3, 12, 0, seed=1))
+    save(tmp_path / "in" / "grey-grain.png", grainy_array(128, 1, 12, 1.0, seed=2))
+
+    def used(noise):
+        report = tmp_path / f"{noise}.json"
+        result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / f"out-{noise}"), "-q", "--overwrite",
+                                           "--noise", noise, "--report", str(report)])
+        assert result.exit_code == 0, result.output
+        return {Path(row["input"]).name: (row["model"], row["noise"]) for row in json.loads(report.read_text())["files"]}
+
+    before = used("auto")  # no photo model shipped: the defaults, told the calibrated level as before
+    assert before == {"grain.png": ("unet-color", "photo"), "white.png": ("unet-color", "gaussian"),
+                      "grey-grain.png": ("unet-gray", "photo")}
+    add_camera_models(registry_dir, "photo", channels=(3,))
+    assert used("auto") == {"grain.png": ("color-photo", "photo"), "white.png": ("unet-color", "gaussian"),
+                            "grey-grain.png": ("unet-gray", "photo")}
+    assert used("photo") == {"grain.png": ("color-photo", "photo"), "white.png": ("color-photo", "photo"),
+                             "grey-grain.png": ("unet-gray", "photo")}
+    assert used("gaussian")["grain.png"] == ("unet-color", "gaussian")
 
 
 def test_noise_camera_routes_each_image_to_the_camera_model_for_its_channels(tmp_path, registry_dir):

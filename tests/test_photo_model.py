@@ -1,0 +1,65 @@
+"""train_scripts/camera_pairs.py and camera_finetune.py, which make `color-photo`: pairs from
+generated photos, and a tiny U-Net fine-tuned on them that resumes where it stopped."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from denoise import calibrate
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "train_scripts"))
+import camera_pairs  # noqa: E402
+
+
+def write_photos(root: Path) -> None:
+    """Three tiny 'data sets' of smooth colour pictures, named as camera_pairs.py expects."""
+    rng = np.random.default_rng(0)
+    for name, count, size in (("urban100", 12, 160), ("sunhays80", 12, 160), ("bsds400_color", 3, 200)):
+        (root / name).mkdir(parents=True)
+        for index in range(count):
+            coarse = rng.uniform(0, 255, (size // 16 + 1, size // 16 + 1, 3))
+            picture = np.kron(coarse, np.ones((16, 16, 1)))[:size, :size]
+            Image.fromarray(picture.astype(np.uint8)).save(root / name / f"{name}-{index}.png")
+
+
+def test_pairs_hold_back_the_validation_photos_and_store_the_level_run_reads(tmp_path):
+    write_photos(tmp_path)
+    train, held = camera_pairs.sources(tmp_path, False), camera_pairs.sources(tmp_path, True)
+    assert held and not set(train) & set(held) and not any("bsds" in path for path in held)
+    noisy, reference, level, kind = camera_pairs.one_pair((train[0], 7, 64, False))
+    assert noisy.shape == reference.shape == (64, 64, 3) and noisy.dtype == np.uint8
+    # read on the whole made image, whose centre the pair is: about what the crop itself reads
+    assert level > 0 and abs(np.log(level / calibrate.level_for(noisy.astype(np.float32) / 255.0))) < 0.3
+    assert kind in ("camera", "blurred", "wjpeg") and np.abs(noisy.astype(int) - reference).mean() > 0.5
+    again = camera_pairs.one_pair((train[0], 7, 64, False))
+    np.testing.assert_array_equal(again[0], noisy)  # the seed decides the pair
+    clean, target, _, kind = camera_pairs.one_pair((train[0], 7, 64, True))
+    assert kind == "clean" and np.array_equal(clean, target)
+
+
+def test_finetune_writes_the_best_model_and_resumes(tmp_path, tiny_models):
+    import keras
+
+    write_photos(tmp_path / "data")
+    script = ROOT / "train_scripts"
+    for name, extra in (("train", ["--count", "12"]), ("val", ["--count", "4", "--held-back"])):
+        subprocess.run([sys.executable, str(script / "camera_pairs.py"), "--data", str(tmp_path / "data"), *extra,
+                        "--size", "64", "--workers", "1", "--out", str(tmp_path / f"{name}.npz")], check=True)
+    out = tmp_path / "run" / "photo.keras"
+    command = [sys.executable, str(script / "camera_finetune.py"), str(tiny_models["unet-color"]),
+               "--train", str(tmp_path / "train.npz"), "--val", str(tmp_path / "val.npz"), "--batch-size", "2",
+               "--lr", "1e-2", "--warmup", "1", "--val-every", "2", "--out", str(out)]
+    subprocess.run([*command, "--steps", "4"], check=True)
+    log = json.loads(out.with_suffix(".json").read_text())
+    assert [point["step"] for point in log["curve"]] == [0, 2, 4]
+    assert out.with_suffix(".run").joinpath("checkpoint.keras").exists()
+    assert log["best"]["step"] > 0 and log["best"]["val_psnr"] > log["curve"][0]["val_psnr"]  # it learned
+    model = keras.saving.load_model(out, compile=False)
+    assert model.predict({"image": np.zeros((1, 32, 32, 3)), "sigma": np.zeros((1, 1))}, verbose=0).shape == (1, 32, 32, 3)
+    subprocess.run([*command, "--steps", "6"], check=True)  # resumes at step 4
+    assert [point["step"] for point in json.loads(out.with_suffix(".json").read_text())["curve"]] == [0, 2, 4, 6]
