@@ -437,8 +437,10 @@ def real_noise_page(results: dict, picture: str | None = None) -> list[str]:
         lines += ["Clean images, no noise added, against themselves (PSNR, today's defaults / before the calibration): "
                   + "; ".join(f"{name} {row['calibrated']['psnr']:.2f} / {row['before']['psnr']:.2f} dB"
                               for name, row in clean.items())
-                  + ". A clean photo's fine texture reads, on the mosaic, like noise that spans more than a pixel, so "
-                  "most of them take the photo route; `color-photo` learned to leave clean photos as they are.", ""]
+                  + ". A clean photo's fine texture can read, on the mosaic of every other pixel, like noise that spans "
+                  "more than a pixel; under 2 grey levels there (`WEAKEST_SPREAD` in `denoise/calibrate.py`) it is "
+                  "told `estimate_level`'s reading and takes the white-noise route, and `color-photo` learned on "
+                  "clean photos to leave them as they are.", ""]
     lines += ["Reproduce (CC15 is not part of the project: the scripts take the folder that holds `cc15/`):", "",
               "```",
               "python benchmarks/real_noise.py --datasets ../shared/datasets",

@@ -46,6 +46,11 @@ WEIGHTS = (1.739, -0.114, 0.424, -0.122, -0.053, 0.213)
 OFFSET = 0.5  # added to each level before the log: levels near 0 stay finite
 # Never told less than estimate_level, nor more than the levels the models learned.
 MAX_LEVEL = 75.0
+# Below this level on the mosaic of every other pixel (0-255 units), noise that spans more than a
+# pixel cannot be told from a clean photo's fine texture, which reads 0.2-6 there on McMaster18,
+# Set12 and Urban100 (real camera noise on CC15: 2.0-10.0). The fitted level, 5-7 on clean photos,
+# would smooth their texture away; there the level is estimate_level's and no photo route is taken.
+WEAKEST_SPREAD = 2.0
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -87,6 +92,8 @@ def read(pixels: np.ndarray) -> tuple[float, bool]:
     found = _pixel_scale(image)
     if not spread(found):
         return found["s0"], False  # what estimate_level returns here
+    if found["sm"] < WEAKEST_SPREAD:
+        return found["sm"], False  # what estimate_level returns here
     found = features(image, found)
     x = [1.0] + [math.log(found[key] + OFFSET) for key in ("s0", "sm", "smm", "sb2", "y0")]
     fitted = math.exp(sum(w * v for w, v in zip(WEIGHTS, x)))

@@ -68,3 +68,15 @@ def test_clean_small_and_grey_images():
     assert calibrate.level_for(tiny) == pytest.approx(estimate_level(tiny))
     grey = noisy(picture(1), 10.0)[..., 0]  # (H, W) as well as (H, W, 1)
     assert calibrate.level_for(grey) == pytest.approx(calibrate.level_for(grey[..., None]))
+
+
+def test_spread_noise_too_weak_to_tell_from_texture_keeps_estimate_level_and_the_white_route():
+    """Grain of RMS 1 blurred over a pixel spans pixels, but reads under WEAKEST_SPREAD on the
+    mosaic, as a clean photo's fine texture does: told estimate_level's reading, not routed."""
+    weak = noisy(picture(), 1.0, blur=1.2, seed=4)
+    found = calibrate.features(weak)
+    assert calibrate.spread(found) and found["sm"] < calibrate.WEAKEST_SPREAD
+    assert calibrate.read(weak) == (pytest.approx(estimate_level(weak)), False)
+    strong = noisy(picture(), 8.0, blur=1.2, seed=4)
+    level, routed = calibrate.read(strong)
+    assert routed and level > estimate_level(strong)
