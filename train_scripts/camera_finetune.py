@@ -105,6 +105,7 @@ def main(argv=None) -> None:
             "model": str(args.model), "train": [str(path) for path in args.train], "val": str(args.val), "out": str(args.out)})
         log["curve"].append({"step": 0, "val_psnr": validate(start), "seconds": 0.0})
         log["best"] = log["curve"][0]
+        save_inference_model(start, args.out)  # the best so far: --out always holds the best model
         print(f"step 0: val {log['curve'][0]['val_psnr']:.3f} dB", flush=True)
     began = time.time() - log["curve"][-1]["seconds"]
     while done < args.steps:
