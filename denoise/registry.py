@@ -158,7 +158,7 @@ def _load_mean(entry: dict, folder: Path | None) -> LoadedModel:
     multiple = math.lcm(*(member.multiple for member in members))
     passes = sum(channels if member.channels == 1 else 1 for member in members)
     return LoadedModel(model, entry["name"], channels, noise_level_input=True, tile_size=None, multiple=multiple,
-                       passes=passes)
+                       passes=passes, ensemble=entry.get("ensemble"))
 
 
 def _load_keras(path: Path):

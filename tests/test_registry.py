@@ -78,6 +78,12 @@ def test_a_models_own_ensemble_replaces_the_machines_rule_under_auto_only(tmp_pa
     manifest["models"][0]["ensemble"] = 4
     (registry_dir / "manifest.json").write_text(json.dumps(manifest))
     assert registry.load("unet-gray").ensemble == 4 and registry.load("unet-color").ensemble is None
+    add_mean(registry_dir, default=False)
+    assert registry.load("color+gray").ensemble is None
+    manifest = json.loads((registry_dir / "manifest.json").read_text())
+    manifest["models"][-1]["ensemble"] = 2
+    (registry_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert registry.load("color+gray").ensemble == 2  # a mean's entry names its own, as a file's does
     for index, (extra, expected) in enumerate((([], 4), (["--ensemble", "1"], 1), (["--ensemble", "auto"], 4))):
         report = tmp_path / f"{index}.json"
         result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / f"out{index}"), "-q",
