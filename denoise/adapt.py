@@ -365,6 +365,8 @@ def adapt(options: AdaptOptions, say: Callable[[str], None] = print, callbacks=(
         raise ValueError(f"{start.name} takes only {start.tile_size}x{start.tile_size} images: adapt a model "
                          "that takes any size")
     correlated = is_correlated(images) if options.correlated == "auto" else options.correlated == "yes"
+    if correlated and options.correlated == "auto" and made_for_spread_noise(start.name) and not resuming:
+        return _keep_start(options, start, images, used, say)
     options = dataclasses.replace(options, correlated="yes" if correlated else "no")
     with_sigma = start.noise_level_input
     crops = Crops.plan(sources(images, correlated), options.crop, options.validation_crops, start.multiple)
@@ -419,6 +421,32 @@ def adapt(options: AdaptOptions, say: Callable[[str], None] = print, callbacks=(
     kept = "the adapted model" if state["adapted"] else f"{start.name} unchanged (adapting did not beat it by {MARGIN_DB:g} dB)"
     say(f"wrote {options.out}: {kept}; validation loss {state['best_loss']:.6g} (from {state['start_loss']:.6g})")
     return _summary(options, state, used, start, correlated)
+
+
+def made_for_spread_noise(name: str) -> bool:
+    """Whether a registry model learned noise that spans several pixels on whole images (the photo
+    model ``run`` sends such photos to): no model adapted on the phases does as well on them."""
+    from denoise import registry
+
+    entry = registry.find(name) or {}
+    return entry.get("noise", {}).get("type") == "photo"
+
+
+def _keep_start(options: AdaptOptions, start, images: list, used: list[str], say) -> dict:
+    """Write the starting model unchanged, with its entry: for photos whose noise spans several
+    pixels when it was made for them: a model adapted on the phases does worse on them (CC15:
+    docs/adapt.md)."""
+    levels = [image[1] for image in images]
+    state = {"step": 0, "seconds": 0.0, "best_loss": None, "start_loss": None, "adapted": False, "history": [],
+             "levels": [round(min(levels), 2), round(max(levels), 2)],
+             "parameters": int(start.model.count_params()), "channels": start.channels}
+    options = dataclasses.replace(options, correlated="no")
+    say(f"{start.name} learned noise that spans several pixels, as these images have, on whole images; "
+        "adapting on the phases of every other pixel, the only way this loss can learn such noise, does "
+        f"worse (docs/adapt.md): writing {start.name} unchanged (--correlated yes adapts on the phases anyway)")
+    _write_model(None, None, start, options, state, used, False)
+    say(f"wrote {options.out}: {start.name} unchanged")
+    return _summary(options, state, used, start, False)
 
 
 def _beats(start: float, loss: float) -> bool:
@@ -519,10 +547,10 @@ def _write_model(model, weights, start, options: AdaptOptions, state: dict, used
         network.set_weights(weights)
         network = models.on_phases(network) if correlated else network
     train._save_atomic(network, Path(options.out))
-    record(options, _summary(options, state, used, start, correlated))
+    record(options, _summary(options, state, used, start, correlated), start.ensemble)
 
 
-def record(options: AdaptOptions, summary: dict) -> dict:
+def record(options: AdaptOptions, summary: dict, start_ensemble: int | None = None) -> dict:
     """Add or replace the entry of the adapted model in the ``manifest.json`` beside it."""
     from denoise import registry
 
@@ -546,6 +574,8 @@ def record(options: AdaptOptions, summary: dict) -> dict:
         "adaptation": {key: summary[key] for key in ("loss", "adapted", "steps", "seconds", "start_val_loss",
                                                      "best_val_loss", "validation")},
     }
+    if not summary["adapted"] and start_ensemble is not None:
+        entry["ensemble"] = start_ensemble  # the starting model, written as it is, runs as it ran
     manifest["models"] = [model for model in manifest["models"] if model.get("name") != entry["name"]] + [entry]
     registry.write_manifest(manifest, out.parent)
     return entry

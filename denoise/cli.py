@@ -579,7 +579,7 @@ def _duration(seconds: float) -> str:
               help="The --noise you will give `denoise run --model OUT`: the images are prepared as it prepares them.")
 @click.option("--correlated", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Noise that spans several pixels: learn on the four phases of every other pixel. auto: "
-                   "decided from the images.")
+                   "decided from the images, and photos that `run` sends to its photo model keep that model.")
 @click.option("--patience", type=click.IntRange(0), default=8, show_default=True,
               help="Validations without improvement before stopping (0: only --minutes stops).")
 @click.option("--lr", "learning_rate", type=click.FloatRange(0, min_open=True), default=5e-5, show_default=True,
@@ -598,7 +598,9 @@ def adapt(ctx, paths, out, init_from, noise, minutes, correlated, patience, lear
 
     Learns the images' own noise with a self-supervised loss (Neighbor2Neighbor pairs), keeps the
     best model by that loss on held-back crops, and writes it to OUT for `denoise run --model OUT`.
-    If adapting never beats the starting model, that model is written unchanged. Ctrl-C keeps the
+    If adapting never beats the starting model, that model is written unchanged; so is the photo
+    model `run` gives colour photos whose noise spans several pixels, which learned that noise on
+    whole images (see --correlated). Ctrl-C keeps the
     best so far; --resume continues. Exit status: 0 written, 2 usage error, 130 interrupted.
     """
     from denoise import runtime

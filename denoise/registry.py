@@ -135,8 +135,19 @@ def load(name_or_path: str, folder: Path | None = None) -> LoadedModel:
             known = ", ".join(model["name"] for model in entries(folder)) or "none"
             raise WeightsError(f"{name_or_path}: not a registered model ({known}) nor a .keras file")
         name = path.stem
+        entry = _entry_beside(path)
     loaded = describe(_load_keras(path), name)
     return loaded if entry is None or "ensemble" not in entry else dataclasses.replace(loaded, ensemble=entry["ensemble"])
+
+
+def _entry_beside(path: Path) -> dict | None:
+    """The entry for a .keras file in the manifest.json beside it (``denoise adapt`` writes one),
+    read only for what it asks of inference; a file without one, or with an unreadable one, runs as
+    any .keras file does."""
+    try:
+        return next((entry for entry in entries(path.parent) if entry.get("file") == path.name), None)
+    except WeightsError:
+        return None
 
 
 def _load_mean(entry: dict, folder: Path | None) -> LoadedModel:

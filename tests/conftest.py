@@ -82,3 +82,31 @@ def tree_digest(folder: Path) -> dict[str, str]:
         str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(folder.rglob("*")) if path.is_file()
     }
+
+
+def add_camera_models(folder, kind="camera", channels=(1, 3)):
+    """Copies of the tiny U-Nets registered as the models for a camera's noise (``kind`` camera)
+    or a photo's (``photo``)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in list(manifest["models"]):
+        if entry["channels"] in channels:
+            role = f"gray-{kind}" if entry["channels"] == 1 else f"color-{kind}"
+            manifest["models"].append({**entry, "name": role, "default_for": [role],
+                                       "noise": {**entry["noise"], "type": kind}})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def grainy_array(size: int, channels: int, sigma: float, blur: float, seed: int = 0) -> np.ndarray:
+    """A smooth picture with Gaussian noise of ``sigma`` (0-255), blurred over ``blur`` pixels
+    (0: white) as a camera's demosaicing and processing spread it."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    base = (120 + 60 * np.sin(x / 11.0) * np.cos(y / 9.0))[..., None] * np.ones(channels)
+    noise = rng.normal(0, 1, (size, size, channels))
+    if blur:
+        import cv2
+
+        noise = cv2.GaussianBlur(noise, (0, 0), blur).reshape(noise.shape)
+    noise *= sigma / noise.std()
+    array = np.clip(np.round(base + noise), 0, 255).astype(np.uint8)
+    return array[..., 0] if channels == 1 else array

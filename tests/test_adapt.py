@@ -8,9 +8,10 @@ import json
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 from click.testing import CliRunner
 
-from conftest import noisy_array, save
+from conftest import add_camera_models, grainy_array, noisy_array, save
 from denoise import adapt, models, registry
 from denoise.cli import main
 
@@ -222,3 +223,27 @@ def test_correlated_noise_not_beaten_keeps_the_start_model_on_the_whole_image(tm
     summary, out = _adapt_colour_correlated(tmp_path, tiny_models, monkeypatch, [1.0, 2.0])
     assert not summary["adapted"]
     assert registry.load(str(out)).multiple == registry.load(str(tiny_models["unet-color"])).multiple
+
+
+def test_photos_with_spread_noise_keep_the_photo_model_run_gives_them(tmp_path, registry_dir):
+    # The photo model learned such noise on whole images; adapting on the phases lost to it on CC15.
+    add_camera_models(registry_dir, "photo", channels=(3,))
+    manifest = json.loads((registry_dir / "manifest.json").read_text())
+    manifest["models"][-1]["ensemble"] = 4
+    (registry_dir / "manifest.json").write_text(json.dumps(manifest))
+    for index in range(2):
+        save(tmp_path / "grain" / f"{index}.png", grainy_array(96, 3, 12, 1.0, seed=index))
+    out, said = tmp_path / "mine.keras", []
+    summary = adapt.adapt(options(tmp_path / "grain", out, init_from="auto"), say=said.append)
+    assert summary["init_from"] == "color-photo" and not summary["adapted"] and summary["steps"] == 0
+    assert any("--correlated yes" in line for line in said)
+    assert registry.load(str(out)).ensemble == 4  # it runs as run ran it
+    outputs = {}
+    for label, extra in (("defaults", []), ("adapted", ["--model", str(out)])):
+        result = CliRunner().invoke(main, ["run", str(tmp_path / "grain"), str(tmp_path / label), "-q", *extra])
+        assert result.exit_code == 0, result.output
+        outputs[label] = [np.asarray(Image.open(tmp_path / label / f"{index}.png")) for index in range(2)]
+    np.testing.assert_array_equal(outputs["defaults"], outputs["adapted"])
+    forced = adapt.adapt(options(tmp_path / "grain", tmp_path / "phases.keras", init_from="auto", correlated="yes",
+                                 max_steps=2), say=lambda _: None)
+    assert forced["correlated"] and forced["steps"] == 2

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import noisy_array, save
+from conftest import add_camera_models, grainy_array, noisy_array, save
 from denoise import registry
 from denoise.cli import main
 
@@ -90,33 +90,6 @@ def test_a_models_own_ensemble_replaces_the_machines_rule_under_auto_only(tmp_pa
                                            "--report", str(report), *extra])
         assert result.exit_code == 0, result.output
         assert json.loads(report.read_text())["files"][0]["ensemble"] == expected
-
-
-def add_camera_models(folder, kind="camera", channels=(1, 3)):
-    """Copies of the tiny U-Nets registered as the models for a camera's noise (``kind`` camera)
-    or a photo's (``photo``)."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for entry in list(manifest["models"]):
-        if entry["channels"] in channels:
-            role = f"gray-{kind}" if entry["channels"] == 1 else f"color-{kind}"
-            manifest["models"].append({**entry, "name": role, "default_for": [role]})
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-
-
-def grainy_array(size: int, channels: int, sigma: float, blur: float, seed: int = 0) -> np.ndarray:
-    """A smooth picture with Gaussian noise of ``sigma`` (0-255), blurred over ``blur`` pixels
-    (0: white) as a camera's demosaicing and processing spread it."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size]
-    base = (120 + 60 * np.sin(x / 11.0) * np.cos(y / 9.0))[..., None] * np.ones(channels)
-    noise = rng.normal(0, 1, (size, size, channels))
-    if blur:
-        import cv2
-
-        noise = cv2.GaussianBlur(noise, (0, 0), blur).reshape(noise.shape)
-    noise *= sigma / noise.std()
-    array = np.clip(np.round(base + noise), 0, 255).astype(np.uint8)
-    return array[..., 0] if channels == 1 else array
 
 
 def test_noise_that_spans_pixels_goes_to_the_photo_model_and_white_noise_does_not(tmp_path, registry_dir):
@@ -218,3 +191,16 @@ def test_a_malformed_manifest_entry_is_a_one_line_error_naming_it(tmp_path, regi
         assert line.startswith(f"denoise: error: {registry_dir / 'manifest.json'}: ") and problem in line, line
     with pytest.raises(registry.WeightsError, match="manifest.json: "):
         registry.load("unet-gray")
+
+
+def test_a_keras_file_takes_the_ensemble_of_its_entry_beside_it_and_ignores_a_broken_manifest(tmp_path, tiny_models):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    model = folder / "mine.keras"
+    model.write_bytes(tiny_models["unet-gray"].read_bytes())
+    assert registry.load(str(model)).ensemble is None  # no manifest beside it
+    (folder / "manifest.json").write_text(json.dumps({"models": [{
+        "name": "mine", "file": "mine.keras", "sha256": registry.sha256_of(model), "ensemble": 4}]}))
+    assert registry.load(str(model)).ensemble == 4
+    (folder / "manifest.json").write_text("{not json")
+    assert registry.load(str(model)).ensemble is None
