@@ -580,7 +580,7 @@ def _duration(seconds: float) -> str:
 @click.option("--correlated", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Noise that spans several pixels: learn on the four phases of every other pixel. auto: "
                    "decided from the images, and photos that `run` sends to its photo model keep that model.")
-@click.option("--patience", type=click.IntRange(0), default=8, show_default=True,
+@click.option("--patience", type=click.IntRange(0), default=30, show_default=True,
               help="Validations without improvement before stopping (0: only --minutes stops).")
 @click.option("--lr", "learning_rate", type=click.FloatRange(0, min_open=True), default=5e-5, show_default=True,
               help="Peak learning rate, reached after the warm-up.")
