@@ -172,10 +172,9 @@ writes a model for `denoise run --model mine.keras`. This page says how, and wha
   below it; else the starting model is written unchanged. The margin is there because a loss on
   half-size pairs overstates small gains: on white Gaussian noise at sigma 25, which the shipped
   models learned, 3,725 steps on corrected pairs (written regardless of the margin) lowered it by
-  0.09 dB while the PSNR of `run`
-  fell by 0.35 dB (plain pairs: 0.44 dB); on Poisson noise at peak 10, 0.06 dB and 0.33 dB.
-  On speckle, the one case below where the loss fell by more than the margin (0.22 dB), the
-  PSNR rose (+0.28 dB).
+  0.09 dB while the PSNR of `run` fell by 0.35 dB (plain pairs: 0.44 dB); on Poisson noise at
+  peak 10, 0.06 dB and 0.33 dB. On speckle, the one case below where the loss fell by more than
+  the margin (0.22 dB), the PSNR rose (+0.28 dB).
 
 ## Limits
 
