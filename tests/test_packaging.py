@@ -14,6 +14,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,6 +46,8 @@ def test_the_wheel_carries_the_shipped_models_and_an_install_from_it_finds_them(
     manifest = json.loads((ROOT / "weights" / "manifest.json").read_text())
     files = {f"denoise/weights/{entry['file']}" for entry in manifest["models"] if "file" in entry}
     assert files and files | {"denoise/weights/manifest.json", "denoise/registry.py"} <= names
+    modules = {path.relative_to(source).as_posix() for path in (source / "denoise").rglob("*.py")}
+    assert modules <= names, f"modules missing from the wheel: {sorted(modules - names)}"
     assert not [name for name in names if ".keras.run" in name or name.startswith("weights/")]
     assert {name for name in names if name.startswith("denoise/weights/")} == files | {"denoise/weights/manifest.json"}
 
@@ -67,3 +72,10 @@ def test_the_wheel_carries_the_shipped_models_and_an_install_from_it_finds_them(
     ).split()
     gray = next(entry["name"] for entry in manifest["models"] if "gray" in entry.get("default_for", []))
     assert found == [str(target / "denoise" / "__init__.py"), str(target / "denoise" / "weights"), gray, "1"]
+
+    # and it cleans a folder, as a user's first command would
+    noisy = np.clip(96 + np.random.default_rng(0).normal(0, 20, (48, 40)), 0, 255).astype(np.uint8)
+    (work / "in").mkdir()
+    Image.fromarray(noisy).save(work / "in" / "scan.png")
+    python("from denoise.cli import main; main(prog_name='denoise')", "run", "in", "out", "-q")
+    assert np.asarray(Image.open(work / "out" / "scan.png")).shape == noisy.shape
