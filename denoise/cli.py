@@ -552,18 +552,19 @@ def compare(paths, out, strengths, models, noises, sample, crop, recursive, infe
     click.echo(f"denoise compare: wrote {io.shown(out)} ({width}x{height}): {len(layout['rows'])} crops of "
                f"{layout['sample']} of {layout['images']} images; columns: {columns}")
     click.echo(f"denoise compare: `denoise run` on all {layout['images']} images ({layout['megapixels']:.1f} MP) "
-               f"would take about {_duration(layout['estimate_s'])} here, plus its start-up; this sheet took "
+               f"would take {_duration(layout['estimate_s'])} here, plus its start-up; this sheet took "
                f"{layout['seconds']:.1f} s. Then: denoise run ... --strength S")
 
 
 def _duration(seconds: float) -> str:
+    """An estimate in words: "under a second", "about 40 s", "about 3 minutes"."""
     if seconds < 1:
         return "under a second"
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return f"about {seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f} minutes"
-    return f"{seconds / 3600:.1f} hours"
+        return f"about {seconds / 60:.0f} minutes"
+    return f"about {seconds / 3600:.1f} hours"
 
 
 @main.command()
