@@ -19,6 +19,7 @@ folder); nothing is copied into the repository.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -120,7 +121,7 @@ def adapt_and_run(noisy: Path, references: dict, folder: Path, minutes: float, e
     """`denoise adapt` with ``extra`` options, then `denoise run --model` with what it wrote: the scores and times."""
     model = folder / "mine.keras"
     adapted = timed(["adapt", str(noisy), "--out", str(model), "--minutes", f"{minutes:g}", "-q", *extra])
-    summary = __import__("json").loads(adapted["stdout"].strip().splitlines()[-1])
+    summary = json.loads(adapted["stdout"].strip().splitlines()[-1])
     out = folder / "run"
     ran = timed(["run", str(noisy), str(out), "--model", str(model), "-q", "--overwrite"])
     return dict(adapted_psnr=round(score(out, references), 3), adapt_seconds=round(adapted["wall_s"], 1),

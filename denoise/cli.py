@@ -601,8 +601,8 @@ def adapt(ctx, paths, out, init_from, noise, minutes, correlated, patience, lear
     best model by that loss on held-back crops, and writes it to OUT for `denoise run --model OUT`.
     If adapting never beats the starting model, that model is written unchanged; so is the photo
     model `run` gives colour photos whose noise spans several pixels, which learned that noise on
-    whole images (see --correlated). Ctrl-C keeps the
-    best so far; --resume continues. Exit status: 0 written, 2 usage error, 130 interrupted.
+    whole images (see --correlated). Ctrl-C keeps the best so far; --resume continues. Exit
+    status: 0 written, 2 usage error, 130 interrupted.
     """
     from denoise import runtime
 
