@@ -69,7 +69,7 @@ def main():
 FORMATS = {"keep": "keep", "png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp", "tiff": "tiff", "tif": "tiff"}
 ADDED_NOISES = ("gaussian", "poisson", "salt-pepper", "speckle", "camera")  # noise.KINDS but the mixture
 # As settings.NOISE_KINDS (a test checks): repeated so that --help needs no import of the package.
-NOISE_KINDS = ("auto", "gaussian", "photo", "poisson", "impulse", "correlated", "camera")
+NOISE_KINDS = ("auto", "gaussian", "photo", "poisson", "speckle", "impulse", "correlated", "camera")
 
 
 def format_option(help: str):
@@ -103,8 +103,8 @@ def inference_options(sigma: str = "--sigma", noise: str = "--noise", single: bo
                      help="Noise level told to the model (0-255), or auto: read on each image."),
         click.option(noise, "noise", type=click.Choice(NOISE_KINDS), default="auto",
                      help="auto: photo where the noise spans more than a pixel (a camera's JPEG), poisson where "
-                          "it grows with brightness, else gaussian. The others (see README's table) need "
-                          "--sigma auto."),
+                          "it grows with brightness, speckle where it grows in proportion to it, else gaussian. "
+                          "The others (see README's table) need --sigma auto."),
         click.option("--strength", type=click.FloatRange(0, 4), default=1.0, show_default=True,
                      help="How much to clean: 1 default, 0 none, above 1 harder; below 1 blends the input "
                           "back. `denoise compare` shows it."),

@@ -15,8 +15,8 @@ from denoise import strength as strengths
 # What --noise can say the images carry: auto (a photo's noise that spans more than a pixel sent to
 # the photo model, photon noise stabilised where found), gaussian, photo, poisson, impulse,
 # correlated or camera (see denoise.treatments).
-NOISE_KINDS = ("auto", "gaussian", "photo", "poisson", "impulse", "correlated", "camera")
-MEASURING_KINDS = ("photo", "poisson", "impulse", "correlated", "camera")  # kinds that read each image's level themselves
+NOISE_KINDS = ("auto", "gaussian", "photo", "poisson", "speckle", "impulse", "correlated", "camera")
+MEASURING_KINDS = ("photo", "poisson", "speckle", "impulse", "correlated", "camera")  # kinds that read each image's level themselves
 PRECISIONS = ("auto", "float32", "bfloat16")  # models.computing_in; auto: runtime.arithmetic
 DEVICES = ("auto", "cpu", "gpu")
 ENSEMBLE_SIZES = (1, 2, 4, 8)  # engine.ENSEMBLES

@@ -42,9 +42,9 @@ class Reading:
     as the whole would be, not read again."""
 
     sigma: float | None  # the level the report gives (None: auto, and a model without a noise-level input)
-    noise: str | None  # how the noise is treated: gaussian, photo, poisson, impulse, correlated or camera
+    noise: str | None  # how the noise is treated: gaussian, photo, poisson, speckle, impulse, correlated or camera
     level: float | None  # what the model is told at --strength 1, 0-255 units of what it sees before the stretch
-    stabilizer: tuple[float, float] | None  # the noise function of a signal-dependent image
+    stabilizer: tuple[float, float, float] | None  # the noise function of a signal-dependent image
     low: float  # the model sees (pixels - low) / span: see stretch()
     span: float
     bounds: tuple[float, float]  # the image's darkest and brightest values
@@ -91,18 +91,20 @@ def _treatment(pixels: np.ndarray, sigma: float, noise: str, spread: bool):
         return "gaussian", None, None, sigma
     stabilized = Stabilise(stabilizer).forward(pixels)
     low, span = stretch(stabilized)  # the stabilised noise has a level of its own: measured
-    return "poisson", stabilized, stabilizer, estimate_sigma((stabilized - low) / span) * span
+    kind = "speckle" if stabilizer[2] > 0 else "poisson"
+    return kind, stabilized, stabilizer, estimate_sigma((stabilized - low) / span) * span
 
 
-def _stabilizer(pixels: np.ndarray, sigma: float, noise: str) -> tuple[float, float] | None:
+def _stabilizer(pixels: np.ndarray, sigma: float, noise: str) -> tuple[float, float, float] | None:
     """The noise function to stabilise an image's noise with (``sigma``: its estimated level),
-    or None to take the noise as Gaussian."""
-    if noise not in ("auto", "poisson"):
+    or None to take the noise as Gaussian. ``--noise poisson`` and ``speckle`` choose its shape."""
+    if noise not in ("auto", "poisson", "speckle"):
         return None
-    function = variance.noise_function(pixels)
-    if function is None or function[0] <= 0:
+    shape = {"auto": "auto", "poisson": "photon", "speckle": "multiplicative"}[noise]
+    function = variance.noise_function(pixels, shape)
+    if function is None or function[0] <= 0 and function[2] <= 0:
         return None
-    if noise == "poisson":
+    if noise != "auto":
         return function
     return function if variance.is_signal_dependent(function, float(pixels.mean()), sigma / 255.0) else None
 
@@ -206,9 +208,9 @@ class ClearImpulses(Step):
 
 @dataclasses.dataclass
 class Stabilise(Step):
-    """Noise that grows with brightness made even (the generalised Anscombe transform) and back."""
+    """Noise that grows with brightness made even (variance.stabilize) and back."""
 
-    function: tuple[float, float]  # the noise function (variance.noise_function)
+    function: tuple[float, float, float]  # the noise function (variance.noise_function)
 
     def forward(self, pixels):
         return variance.stabilize(pixels, self.function)
@@ -343,7 +345,8 @@ def prepare(job, decoded, engine, reading: Reading | None = None, loaded_only: b
         steps[-1].forward(pixels)
     steps.append(Bounds(reading.bounds))
     treatment = {"correlated": lambda: Mosaic(pixels.shape[:2]), "impulse": ClearImpulses,
-                 "poisson": lambda: Stabilise(reading.stabilizer)}.get(reading.noise)
+                 "poisson": lambda: Stabilise(reading.stabilizer),
+                 "speckle": lambda: Stabilise(reading.stabilizer)}.get(reading.noise)
     if treatment is not None:
         steps.append(treatment())
         pixels = source if source is not None else steps[-1].forward(pixels)

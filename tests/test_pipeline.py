@@ -87,7 +87,7 @@ def test_each_image_gets_the_treatment_its_noise_needs(tmp_path, registry_dir):
 
     y, x = np.mgrid[0:256, 0:256]
     clean = np.round(np.clip(np.floor(x / 32) / 8 + 0.06 + 0.03 * np.sin(y / 40.0), 0, 1) * 255).astype(np.uint8)
-    for kind, level in (("poisson", 30), ("gaussian", 25), ("salt-pepper", 0.05)):
+    for kind, level in (("poisson", 30), ("speckle", 0.2), ("gaussian", 25), ("salt-pepper", 0.05)):
         noisy = add_noise_uint(clean, NoiseSpec(kind, level, level), np.random.default_rng(0))
         save(tmp_path / "in" / f"{kind}.png", noisy)
 
@@ -98,12 +98,16 @@ def test_each_image_gets_the_treatment_its_noise_needs(tmp_path, registry_dir):
         assert result.exit_code == 0, result.output
         return {Path(row["input"]).stem: row["noise"] for row in json.loads(report.read_text())["files"]}
 
-    assert noise_in_report() == {"poisson": "poisson", "gaussian": "gaussian", "salt-pepper": "gaussian"}
+    assert noise_in_report() == {"poisson": "poisson", "speckle": "speckle", "gaussian": "gaussian",
+                                 "salt-pepper": "gaussian"}
     assert set(noise_in_report("--noise", "gaussian").values()) == {"gaussian"}
     assert set(noise_in_report("--noise", "impulse").values()) == {"impulse"}
     # Forced, it is used wherever the measured noise grows at all (here not on the Gaussian image).
+    # --noise poisson takes any noise that grows with brightness as photon noise, speckle too.
     assert noise_in_report("--noise", "poisson")["poisson"] == "poisson"
-    for kind in ("poisson", "impulse"):
+    assert noise_in_report("--noise", "poisson")["speckle"] == "poisson"
+    assert noise_in_report("--noise", "speckle")["poisson"] == "speckle"
+    for kind in ("poisson", "speckle", "impulse"):
         result = CliRunner().invoke(main, ["run", str(tmp_path / "in"), str(tmp_path / "x"), "--noise", kind,
                                            "--sigma", "10"])
         assert result.exit_code == 2 and "leave --sigma auto" in result.output

@@ -28,9 +28,21 @@ def classified(pixels: np.ndarray) -> bool:
 def test_photon_noise_is_found_and_its_function_grows_like_it(peak):
     pixels = noisy("poisson", peak)
     assert classified(pixels)
-    a, b = variance.noise_function(pixels)
+    a, b, c = variance.noise_function(pixels)
+    assert c == 0  # photon noise, not multiplicative
     assert b < 0.3 * a * 0.25  # almost all of the variance grows with brightness
     assert 0.5 / peak < a < 1.5 / peak  # variance x / peak, give or take the free common scale
+
+
+@pytest.mark.parametrize("level", [0.2, 0.3])
+def test_multiplicative_noise_is_told_from_photon_noise(level):
+    """Speckle's standard deviation grows as brightness, photon noise's as its square root."""
+    pixels = noisy("speckle", level)
+    assert classified(pixels)
+    a, b, c = variance.noise_function(pixels)
+    assert a == 0 and c > 0
+    assert variance.noise_function(pixels, "photon")[2] == 0  # --noise poisson
+    assert variance.noise_function(noisy("poisson", 30), "multiplicative")[0] == 0  # --noise speckle
 
 
 def test_faint_noise_is_left_gaussian_whatever_its_fit():
@@ -46,6 +58,21 @@ def test_gaussian_and_impulse_noise_are_not_taken_for_photon_noise(kind, level):
 def test_too_small_an_image_has_no_function():
     assert variance.noise_function(np.zeros((10, 300), np.float32)) is None
     assert not variance.is_signal_dependent(None, 0.5, 0.1)
+
+
+def test_multiplicative_noise_stabilized_has_one_level_and_comes_back():
+    """Speckle of factor sigma 0.2: after the transform its spread is about the same at every
+    brightness, and the inverse of the transformed median gives back the clean value."""
+    function = (0.0, 0.0, 0.04)
+    rng = np.random.default_rng(0)
+    spreads = []
+    for clean in (0.1, 0.3, 0.6, 0.9):
+        samples = clean * (1 + rng.normal(0, 0.2, 200_000))
+        stabilized = variance.stabilize(samples, function).astype(np.float64)
+        spreads.append(np.std(stabilized))
+        restored = variance.unstabilize(np.array([np.median(stabilized)]), function)[0]
+        assert restored == pytest.approx(clean, rel=0.01)
+    assert max(spreads) / min(spreads) < 1.1
 
 
 @pytest.mark.parametrize("function", [(1 / 30, 0.0), (1 / 100, 0.0004)])
