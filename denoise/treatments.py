@@ -211,12 +211,13 @@ class Stabilise(Step):
     """Noise that grows with brightness made even (variance.stabilize) and back."""
 
     function: tuple[float, float, float]  # the noise function (variance.noise_function)
+    spread: float = 0.0  # the level of the stabilised noise (its units): the inverse corrects its bias
 
     def forward(self, pixels):
         return variance.stabilize(pixels, self.function)
 
     def backward(self, result):
-        return variance.unstabilize(result, self.function)
+        return variance.unstabilize(result, self.function, self.spread)
 
 
 @dataclasses.dataclass
@@ -346,7 +347,7 @@ def prepare(job, decoded, engine, reading: Reading | None = None, loaded_only: b
     steps.append(Bounds(reading.bounds))
     treatment = {"correlated": lambda: Mosaic(pixels.shape[:2]), "impulse": ClearImpulses,
                  "poisson": lambda: Stabilise(reading.stabilizer),
-                 "speckle": lambda: Stabilise(reading.stabilizer)}.get(reading.noise)
+                 "speckle": lambda: Stabilise(reading.stabilizer, (reading.level or 0.0) / 255.0)}.get(reading.noise)
     if treatment is not None:
         steps.append(treatment())
         pixels = source if source is not None else steps[-1].forward(pixels)

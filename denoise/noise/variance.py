@@ -153,12 +153,13 @@ def stabilize(pixels: np.ndarray, function: tuple[float, ...]) -> np.ndarray:
     return (2.0 * np.sqrt(np.maximum(inside, 0.0))).astype(np.float32)
 
 
-def unstabilize(values: np.ndarray, function: tuple[float, ...]) -> np.ndarray:
+def unstabilize(values: np.ndarray, function: tuple[float, ...], spread: float = 0.0) -> np.ndarray:
     """Back from :func:`stabilize`: the closed-form approximation of the exact unbiased inverse
-    of the GAT, or the algebraic inverse of :func:`_log_stabilize`."""
+    of the GAT, or for multiplicative noise :func:`_log_unstabilize` (``spread``: the noise level
+    measured on the stabilised image, in its units)."""
     a, b, c = (tuple(function) + (0.0,))[:3]
     if c > 0:
-        return _log_unstabilize(values, b, c)
+        return _log_unstabilize(values, b, c, spread)
     d = np.maximum(np.asarray(values, np.float64), 0.8)  # below it the approximation turns back
     root = np.sqrt(1.5)
     counts = 0.25 * d**2 + 0.25 * root / d - 1.375 / d**2 + 0.625 * root / d**3 - 0.125 - b / (a * a)
@@ -178,9 +179,15 @@ def _log_stabilize(pixels: np.ndarray, b: float, c: float) -> np.ndarray:
     return (np.arcsinh(x * np.sqrt(c / b)) / np.sqrt(c)).astype(np.float32)
 
 
-def _log_unstabilize(values: np.ndarray, b: float, c: float) -> np.ndarray:
+def _log_unstabilize(values: np.ndarray, b: float, c: float, spread: float = 0.0) -> np.ndarray:
+    """The inverse of :func:`_log_stabilize`, less the bias of the logarithm: the log of noise of
+    mean 1 has a mean below 0, about -s**2 / 2 for a standard deviation s of the log (exact for
+    log-normal noise, within 10% for Gaussian and gamma speckle of s under 0.55). The model
+    takes that mean for the clean value; uncorrected, gamma speckle of 4 looks came out 12 grey
+    levels dark on Set12. ``spread`` times sqrt(c) is s."""
     b = max(b, ROUNDING_VARIANCE)
-    x = np.sinh(np.asarray(values, np.float64) * np.sqrt(c)) / np.sqrt(c / b)
+    shift = (spread * np.sqrt(c)) ** 2 / 2.0 / np.sqrt(c)  # -E[log noise] in the transform's units
+    x = np.sinh((np.asarray(values, np.float64) + shift) * np.sqrt(c)) / np.sqrt(c / b)
     return np.maximum(x, 0.0).astype(np.float32)
 
 
