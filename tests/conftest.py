@@ -56,6 +56,14 @@ def registry_dir(tmp_path, tiny_models, monkeypatch) -> Path:
     return folder
 
 
+def heeding_ctrl_c() -> None:
+    """For ``Popen(preexec_fn=...)``: the child takes SIGINT as a terminal's Ctrl-C, even when the
+    suite runs as a background job, which starts with SIGINT ignored (and its children inherit that)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def noisy_array(height: int, width: int, channels: int, seed: int = 0, dtype=np.uint8) -> np.ndarray:
     """A smooth gradient with noise: something a denoiser has to work on."""
     rng = np.random.default_rng(seed)

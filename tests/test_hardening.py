@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import heeding_ctrl_c
 from corpus import Fail, Ok, encoded, gradient, make_corpus, make_unreadable, png_bomb
 from denoise import io, offload
 from denoise.cli import main
@@ -285,7 +286,8 @@ def test_a_file_of_another_type_fails_before_the_model_and_format_png_takes_it(t
 
 
 def _interrupt_after_first_outputs(command: list[str], output: Path, signum: int, done_before: int) -> tuple[int, str]:
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=heeding_ctrl_c)
     deadline = time.time() + 120
     try:
         while time.time() < deadline and process.poll() is None:
@@ -309,11 +311,13 @@ def test_sigint_and_sigterm_lose_nothing(tmp_path, tiny_models):
     for index in range(2000):
         path = inputs / f"{index // 500}" / f"{index:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(path)
+        # 32x32: each run goes on for most of a second after its first output, so that the signal
+        # lands before the last one (16x16 images came out within 0.1-0.3 s: a loaded machine missed).
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(path)
     before = snapshot(inputs)
     model = tiny_models["conv"]
 
-    # Small batches (128 of these images), so that outputs appear all along the run and both
+    # Small batches (32 of these images), so that outputs appear all along the run and both
     # signals land in the middle of one (batching does not change the results).
     options = ["--model", str(model), "--tile", "64", "--batch-size", "8", "-q"]
     reference = tmp_path / "reference"

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import noisy_array, save, tree_digest
+from conftest import heeding_ctrl_c, noisy_array, save, tree_digest
 
 COMMAND = [sys.executable, "-c", "from denoise.cli import entry; entry()"]
 
@@ -29,7 +29,8 @@ def in_terminal(*args, interrupt_when=None, timeout: float = 240) -> tuple[int, 
     ``interrupt_when``: a function called as the run goes; when it returns True, Ctrl-C is sent."""
     leader, follower = pty.openpty()
     process = subprocess.Popen([*COMMAND, *map(str, args)], stdin=follower, stdout=follower, stderr=follower,
-                               env={**os.environ, "TERM": "xterm"}, start_new_session=True)
+                               env={**os.environ, "TERM": "xterm"}, start_new_session=True,
+                               preexec_fn=heeding_ctrl_c)
     os.close(follower)
     screen, deadline, interrupted = b"", time.time() + timeout, False
     try:
@@ -101,8 +102,10 @@ def test_ctrl_c_in_a_terminal_leaves_whole_files_and_a_rerun_finishes(tmp_path, 
     inputs = tmp_path / "in"
     inputs.mkdir()
     rng = np.random.default_rng(0)
+    # 64x64: the run goes on for about a second after its first output, time enough for Ctrl-C to
+    # land before the last (16x16 images all came out within 0.1 s of the first).
     for index in range(600):
-        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(inputs / f"{index:03d}.png")
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(inputs / f"{index:03d}.png")
     before = tree_digest(inputs)
     output = tmp_path / "out"
     options = ["--model", tiny_models["conv"], "--tile", 64, "--batch-size", 4]
