@@ -318,10 +318,14 @@ def _setting(model: str, noise: str, value: float, options: CompareOptions) -> l
 
 
 def _told(reading: treatments.Reading, loaded, value: float) -> str:
-    """The label line that says what the model was told (0-255 units of the image)."""
+    """The label line that says what the model was told (0-255 units of the image; for noise
+    stabilised first, of the transformed image the model sees, whose levels are not the image's)."""
     if not loaded.noise_level_input or reading.level is None:
         return "no level input" + (": as 1" if value > 1 else "")
-    told = f"told {reading.level * strengths.level_factor(value):.1f}"
+    if reading.stabilizer is not None:
+        told = f"told {reading.level / reading.span * strengths.level_factor(value):.1f} after the transform"
+    else:
+        told = f"told {reading.level * strengths.level_factor(value):.1f}"
     share = strengths.kept_share(value)
     return told + (f", {share:.0%} kept" if share else "")
 

@@ -84,3 +84,18 @@ def test_compare_samples_a_folder_writes_html_and_refuses_other_names(tmp_path, 
     assert "--strength 1.5" in text and "0.png" in text and "5.png" in text
     result = invoke("compare", tmp_path / "in", "--out", tmp_path / "sheet.jpg")
     assert result.exit_code == 2 and ".png or an .html" in result.stderr
+
+
+def test_noise_stabilised_first_is_labelled_with_the_level_the_model_sees(tmp_path, registry_dir):
+    """Speckle goes through a transform before the model; the label gives the level in 0-255
+    units of what the model sees, not of the transformed values (which read several hundred)."""
+    from denoise.noise import NoiseSpec, add_noise_uint
+
+    y, x = np.mgrid[0:256, 0:256]
+    clean = np.round(np.clip(np.floor(x / 32) / 8 + 0.06 + 0.03 * np.sin(y / 40.0), 0, 1) * 255).astype(np.uint8)
+    save(tmp_path / "in" / "speckle.png", add_noise_uint(clean, NoiseSpec("speckle", 0.3, 0.3), np.random.default_rng(0)))
+    result = invoke("compare", tmp_path / "in", "--out", tmp_path / "sheet.png", "--strengths", "1", "--json")
+    assert result.exit_code == 0, result.output
+    label = json.loads(result.stdout)["rows"][0]["cells"][1]["label"][-1]
+    assert "after the transform" in label, label
+    assert 5 < float(re.search(r"told ([\d.]+)", label).group(1)) < 100, label
