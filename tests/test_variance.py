@@ -34,9 +34,10 @@ def test_photon_noise_is_found_and_its_function_grows_like_it(peak):
     assert 0.5 / peak < a < 1.5 / peak  # variance x / peak, give or take the free common scale
 
 
-@pytest.mark.parametrize("level", [0.2, 0.3])
+@pytest.mark.parametrize("level", [0.1, 0.2, 0.3])
 def test_multiplicative_noise_is_told_from_photon_noise(level):
-    """Speckle's standard deviation grows as brightness, photon noise's as its square root."""
+    """Speckle's standard deviation grows as brightness, photon noise's as its square root. At
+    0.1 the image's overall reading (4.8) is under MIN_SIGMA: speckle is found all the same."""
     pixels = noisy("speckle", level)
     assert classified(pixels)
     a, b, c = variance.noise_function(pixels)

@@ -112,12 +112,17 @@ def variance_at(function: tuple[float, ...], x) -> np.ndarray:
 
 def is_signal_dependent(function: tuple[float, ...] | None, mean: float, sigma: float) -> bool:
     """Whether ``function`` shows noise that grows with brightness and agrees with ``sigma``, the
-    image's overall noise level (0-1 units), at its ``mean`` brightness."""
-    if function is None or variance_at(function, 0.75) <= variance_at(function, 0.25) or sigma < MIN_SIGMA / 255.0:
+    image's overall noise level (0-1 units), at its ``mean`` brightness. Multiplicative noise
+    leaves dark flat areas almost clean, and the overall reading, taken where the image is
+    flattest, runs far below it (1-4 against an RMS of 11 at speckle 0.1 on McMaster18): there
+    the function's own level at the mean brightness must reach MIN_SIGMA, and only the lower
+    bound of AGREEMENT holds (it keeps out impulse noise, whose function is texture's)."""
+    if function is None or variance_at(function, 0.75) < SIGNAL_DEPENDENT_RATIO**2 * variance_at(function, 0.25):
         return False
-    agreement = np.sqrt(variance_at(function, mean)) / sigma
-    return (variance_at(function, 0.75) >= SIGNAL_DEPENDENT_RATIO**2 * variance_at(function, 0.25)
-            and AGREEMENT[0] <= agreement <= AGREEMENT[1])
+    level = np.sqrt(variance_at(function, mean))
+    if function[2] > 0:
+        return bool(level >= MIN_SIGMA / 255.0 and level >= AGREEMENT[0] * sigma)
+    return sigma >= MIN_SIGMA / 255.0 and AGREEMENT[0] <= level / sigma <= AGREEMENT[1]
 
 
 def _blocks(channel: np.ndarray):
