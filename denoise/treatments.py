@@ -211,7 +211,7 @@ class Stabilise(Step):
     """Noise that grows with brightness made even (variance.stabilize) and back."""
 
     function: tuple[float, float, float]  # the noise function (variance.noise_function)
-    spread: float = 0.0  # the level of the stabilised noise (its units): the inverse corrects its bias
+    spread: float = 0.0  # the level of the stabilised noise (its units): the inverse of speckle's corrects its bias
 
     def forward(self, pixels):
         return variance.stabilize(pixels, self.function)
@@ -345,9 +345,9 @@ def prepare(job, decoded, engine, reading: Reading | None = None, loaded_only: b
         steps.append(KeepInput(inference.strength))
         steps[-1].forward(pixels)
     steps.append(Bounds(reading.bounds))
+    stabilise = lambda: Stabilise(reading.stabilizer, (reading.level or 0.0) / 255.0)  # noqa: E731
     treatment = {"correlated": lambda: Mosaic(pixels.shape[:2]), "impulse": ClearImpulses,
-                 "poisson": lambda: Stabilise(reading.stabilizer),
-                 "speckle": lambda: Stabilise(reading.stabilizer, (reading.level or 0.0) / 255.0)}.get(reading.noise)
+                 "poisson": stabilise, "speckle": stabilise}.get(reading.noise)
     if treatment is not None:
         steps.append(treatment())
         pixels = source if source is not None else steps[-1].forward(pixels)

@@ -64,6 +64,14 @@ def heeding_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def brightness_steps(size: int = 256) -> np.ndarray:
+    """Flat steps from dark to bright with gentle shading, in [0, 1]: every brightness band has
+    flat blocks, as signal-dependent noise is measured on."""
+    y, x = np.mgrid[0:size, 0:size]
+    steps = np.floor(x / (size / 8)) / 8 + 0.06
+    return np.clip(steps + 0.03 * np.sin(y / 40.0), 0, 1)
+
+
 def noisy_array(height: int, width: int, channels: int, seed: int = 0, dtype=np.uint8) -> np.ndarray:
     """A smooth gradient with noise: something a denoiser has to work on."""
     rng = np.random.default_rng(seed)

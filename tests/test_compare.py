@@ -7,7 +7,7 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import noisy_array, save
+from conftest import brightness_steps, noisy_array, save
 from denoise.cli import main
 from denoise.compare import pick_crops, sample_of
 
@@ -91,8 +91,7 @@ def test_noise_stabilised_first_is_labelled_with_the_level_the_model_sees(tmp_pa
     units of what the model sees, not of the transformed values (which read several hundred)."""
     from denoise.noise import NoiseSpec, add_noise_uint
 
-    y, x = np.mgrid[0:256, 0:256]
-    clean = np.round(np.clip(np.floor(x / 32) / 8 + 0.06 + 0.03 * np.sin(y / 40.0), 0, 1) * 255).astype(np.uint8)
+    clean = np.round(brightness_steps() * 255).astype(np.uint8)
     save(tmp_path / "in" / "speckle.png", add_noise_uint(clean, NoiseSpec("speckle", 0.3, 0.3), np.random.default_rng(0)))
     result = invoke("compare", tmp_path / "in", "--out", tmp_path / "sheet.png", "--strengths", "1", "--json")
     assert result.exit_code == 0, result.output

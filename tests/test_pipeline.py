@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import noisy_array, save
+from conftest import brightness_steps, noisy_array, save
 from denoise import models
 from denoise.cli import main
 from denoise.noise import camera_noise, effective_sigma, estimate_sigma
@@ -85,8 +85,7 @@ def test_each_image_gets_the_treatment_its_noise_needs(tmp_path, registry_dir):
 
     from denoise.noise import NoiseSpec, add_noise_uint
 
-    y, x = np.mgrid[0:256, 0:256]
-    clean = np.round(np.clip(np.floor(x / 32) / 8 + 0.06 + 0.03 * np.sin(y / 40.0), 0, 1) * 255).astype(np.uint8)
+    clean = np.round(brightness_steps() * 255).astype(np.uint8)
     for kind, level in (("poisson", 30), ("speckle", 0.2), ("gaussian", 25), ("salt-pepper", 0.05)):
         noisy = add_noise_uint(clean, NoiseSpec(kind, level, level), np.random.default_rng(0))
         save(tmp_path / "in" / f"{kind}.png", noisy)

@@ -3,19 +3,13 @@
 import numpy as np
 import pytest
 
+from conftest import brightness_steps
 from denoise.noise import variance
 from denoise.noise import NoiseSpec, add_noise_uint, estimate_sigma
 
 
-def scene(size: int = 256) -> np.ndarray:
-    """Flat steps from dark to bright with gentle shading: every brightness band has flat blocks."""
-    y, x = np.mgrid[0:size, 0:size]
-    steps = np.floor(x / (size / 8)) / 8 + 0.06
-    return np.clip(steps + 0.03 * np.sin(y / 40.0), 0, 1)
-
-
 def noisy(kind: str, level: float, seed: int = 0) -> np.ndarray:
-    clean = np.round(scene() * 255).astype(np.uint8)
+    clean = np.round(brightness_steps() * 255).astype(np.uint8)
     return add_noise_uint(clean, NoiseSpec(kind, level, level), np.random.default_rng(seed)).astype(np.float32) / 255
 
 
@@ -99,7 +93,7 @@ def test_stabilized_noise_has_one_level_and_the_inverse_is_unbiased(function):
 
 @pytest.mark.parametrize("peak", [30, 100, 300])
 def test_a_cameras_photon_count_is_read_off_its_green_sites_whichever_way_the_mosaic_lies(peak):
-    clean = np.round(np.repeat(scene()[..., None], 3, axis=-1) * 255).astype(np.uint8)
+    clean = np.round(np.repeat(brightness_steps()[..., None], 3, axis=-1) * 255).astype(np.uint8)
     pixels = add_noise_uint(clean, NoiseSpec("camera", peak, peak), np.random.default_rng(0)).astype(np.float32) / 255
     assert variance.camera_peak(pixels) == pytest.approx(peak, rel=0.3)
     assert variance.camera_peak(pixels[1:, :]) == pytest.approx(variance.camera_peak(pixels), rel=0.1)  # GRBG

@@ -104,9 +104,14 @@ def _fit(xs: np.ndarray, ys: np.ndarray, weights: np.ndarray) -> tuple[float, fl
     return float(slope), float(intercept)
 
 
+def _terms(function: tuple[float, ...]) -> tuple[float, float, float]:
+    """``(a, b, c)`` of a noise function; ``(a, b)``, photon noise's, has c = 0."""
+    return (*tuple(function), 0.0)[:3]
+
+
 def variance_at(function: tuple[float, ...], x) -> np.ndarray:
     """The noise variance ``function`` gives at brightness ``x``."""
-    a, b, c = (tuple(function) + (0.0,))[:3]
+    a, b, c = _terms(function)
     return a * np.asarray(x, np.float64) + b + c * np.asarray(x, np.float64) ** 2
 
 
@@ -152,7 +157,7 @@ def _blocks(channel: np.ndarray):
 def stabilize(pixels: np.ndarray, function: tuple[float, ...]) -> np.ndarray:
     """``pixels`` with noise of variance ``function`` (:func:`noise_function`) made even: the
     generalised Anscombe transform, or for multiplicative noise :func:`_log_stabilize`."""
-    a, b, c = (tuple(function) + (0.0,))[:3]
+    a, b, c = _terms(function)
     if c > 0:
         return _log_stabilize(pixels, b, c)
     inside = np.asarray(pixels, np.float64) / a + 0.375 + b / (a * a)
@@ -163,7 +168,7 @@ def unstabilize(values: np.ndarray, function: tuple[float, ...], spread: float =
     """Back from :func:`stabilize`: the closed-form approximation of the exact unbiased inverse
     of the GAT, or for multiplicative noise :func:`_log_unstabilize` (``spread``: the noise level
     measured on the stabilised image, in its units)."""
-    a, b, c = (tuple(function) + (0.0,))[:3]
+    a, b, c = _terms(function)
     if c > 0:
         return _log_unstabilize(values, b, c, spread)
     d = np.maximum(np.asarray(values, np.float64), 0.8)  # below it the approximation turns back
