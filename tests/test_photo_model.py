@@ -1,5 +1,5 @@
-"""train_scripts/camera_pairs.py and camera_finetune.py, which make `color-photo`: pairs from
-generated photos, and a tiny U-Net fine-tuned on them that resumes where it stopped."""
+"""train_scripts/camera_pairs.py and camera_finetune.py, which make `color-photo` and `gray-photo`:
+pairs from generated photos, and a tiny U-Net fine-tuned on them that resumes where it stopped."""
 
 import json
 import subprocess
@@ -31,15 +31,29 @@ def test_pairs_hold_back_the_validation_photos_and_store_the_level_run_reads(tmp
     write_photos(tmp_path)
     train, held = camera_pairs.sources(tmp_path, False), camera_pairs.sources(tmp_path, True)
     assert held and not set(train) & set(held) and not any("bsds" in path for path in held)
-    noisy, reference, level, kind = camera_pairs.one_pair((train[0], 7, 64, False))
+    noisy, reference, level, kind = camera_pairs.one_pair((train[0], 7, 64, False, False))
     assert noisy.shape == reference.shape == (64, 64, 3) and noisy.dtype == np.uint8
     # read on the whole made image, whose centre the pair is: about what the crop itself reads
     assert level > 0 and abs(np.log(level / calibrate.level_for(noisy.astype(np.float32) / 255.0))) < 0.3
     assert kind in ("camera", "blurred", "wjpeg") and np.abs(noisy.astype(int) - reference).mean() > 0.5
-    again = camera_pairs.one_pair((train[0], 7, 64, False))
+    again = camera_pairs.one_pair((train[0], 7, 64, False, False))
     np.testing.assert_array_equal(again[0], noisy)  # the seed decides the pair
-    clean, target, _, kind = camera_pairs.one_pair((train[0], 7, 64, True))
+    clean, target, _, kind = camera_pairs.one_pair((train[0], 7, 64, True, False))
     assert kind == "clean" and np.array_equal(clean, target)
+
+
+def test_grey_pairs_are_the_luma_of_the_colour_ones_with_the_level_read_on_grey(tmp_path):
+    write_photos(tmp_path)
+    path = camera_pairs.sources(tmp_path, False)[0]
+    for seed in range(4):
+        colour = camera_pairs.one_pair((path, seed, 64, True, False))
+        noisy, reference, level, kind = camera_pairs.one_pair((path, seed, 64, True, True))
+        assert noisy.shape == (64, 64, 1) and kind == "clean" and np.array_equal(noisy, reference)
+        luma = np.asarray(Image.fromarray(colour[0]).convert("L"))  # what a user's grey conversion gives
+        assert np.abs(luma.astype(int) - noisy[..., 0]).max() <= 1
+    noisy, reference, level, kind = camera_pairs.one_pair((path, 5, 64, False, True))
+    assert noisy.shape == reference.shape == (64, 64, 1) and np.abs(noisy.astype(int) - reference).mean() > 0.5
+    assert level > 0 and abs(np.log(level / calibrate.level_for(noisy.astype(np.float32) / 255.0))) < 0.3  # read on grey
 
 
 def test_finetune_writes_the_best_model_and_resumes(tmp_path, tiny_models):

@@ -113,6 +113,9 @@ def test_noise_that_spans_pixels_goes_to_the_photo_model_and_white_noise_does_no
     assert used("photo") == {"grain.png": ("color-photo", "photo"), "white.png": ("color-photo", "photo"),
                              "grey-grain.png": ("unet-gray", "photo")}
     assert used("gaussian")["grain.png"] == ("unet-color", "gaussian")
+    add_camera_models(registry_dir, "photo", channels=(1,))  # a grey photo model shipped too
+    assert used("auto") == {"grain.png": ("color-photo", "photo"), "white.png": ("unet-color", "gaussian"),
+                            "grey-grain.png": ("gray-photo", "photo")}
 
 
 def test_noise_camera_routes_each_image_to_the_camera_model_for_its_channels(tmp_path, registry_dir):

@@ -89,9 +89,9 @@ def main(argv=None) -> None:
             yield ({"image": noisy.astype(np.float32) / 255.0, "sigma": np.array([train["level"][index] / 255.0], np.float32)},
                    clean.astype(np.float32) / 255.0)
 
-    size = train["noisy"].shape[1]
-    spec = ({"image": tf.TensorSpec((size, size, 3), tf.float32), "sigma": tf.TensorSpec((1,), tf.float32)},
-            tf.TensorSpec((size, size, 3), tf.float32))
+    size, channels = train["noisy"].shape[1], train["noisy"].shape[-1]
+    spec = ({"image": tf.TensorSpec((size, size, channels), tf.float32), "sigma": tf.TensorSpec((1,), tf.float32)},
+            tf.TensorSpec((size, size, channels), tf.float32))
     stream = crops(args.seed * 100003 + done)  # one generator: each fit() call goes on where the last stopped
     dataset = (tf.data.Dataset.from_generator(lambda: stream, output_signature=spec)
                .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))

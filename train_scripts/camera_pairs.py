@@ -9,6 +9,11 @@ JPEG 75-96), or, for a sixth of the pairs, through white Gaussian noise blurred 
 saved as JPEG: other noise that spans more than a pixel and that ``run`` sends the same way. The
 level is ``denoise.calibrate.level_for`` of the whole noisy crop, exactly as ``run`` reads it.
 With ``--clean``, the photos without noise as input and target (the model learns to leave them).
+With ``--grey``, each pair is then made grey (Rec. 601 luma, as a camera's monochrome mode and
+Pillow's ``convert("L")`` do), the level read on the grey crop: pairs for ``gray-photo``. The luma
+keeps about two thirds of independent channel noise, so the blurred and JPEG'd white noise is
+drawn up to 50 there and makes a third of the pairs: grainy grey noise (a noisy scan or photo
+enlarged, film grain) reaches levels colour photos' noise rarely does.
 
     python train_scripts/camera_pairs.py --data ../shared/datasets --count 16000 --seed 1 --out /tmp/pairs_train.npz
     python train_scripts/camera_pairs.py --data ../shared/datasets --count 240 --seed 2 --held-back --size 256 --out /tmp/pairs_val.npz
@@ -39,6 +44,7 @@ from denoise import calibrate  # noqa: E402
 from denoise.data import split_files  # noqa: E402
 
 PHOTO_SETS = ("urban100", "sunhays80")
+LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def sources(root: Path, held_back: bool) -> list[str]:
@@ -54,11 +60,13 @@ def sources(root: Path, held_back: bool) -> list[str]:
 
 
 def one_pair(task):
-    """(path, seed, size, clean) -> (noisy, reference, level, kind) with crops of ``size`` square;
-    with ``clean``, a photo without noise as both (as it is, or as a JPEG of quality 75-96)."""
-    path, seed, size, clean = task
+    """(path, seed, size, clean, grey) -> (noisy, reference, level, kind) with crops of ``size``
+    square; with ``clean``, a photo without noise as both (as it is, or as a JPEG of quality 75-96);
+    with ``grey``, both made grey at the end."""
+    path, seed, size, clean, grey = task
     rng = np.random.default_rng(seed)
-    kind = "clean" if clean else rng.choice(["camera", "blurred", "wjpeg"], p=[5 / 6, 1 / 12, 1 / 12])
+    shares, top = ([2 / 3, 1 / 6, 1 / 6], 50) if grey else ([5 / 6, 1 / 12, 1 / 12], 20)
+    kind = "clean" if clean else rng.choice(["camera", "blurred", "wjpeg"], p=shares)
     if kind == "clean":
         source = pipeline.crop(path, rng, size)
         noisy = reference = pipeline.jpeg(source, int(rng.integers(75, 97))) if rng.random() < 0.5 else source
@@ -72,10 +80,12 @@ def one_pair(task):
     else:
         source = pipeline.crop(path, rng, size)
         if kind == "blurred":
-            noisy, reference, _ = pipeline.blurred_pair(source, rng, sigma=float(np.exp(rng.uniform(np.log(3), np.log(20)))))
+            noisy, reference, _ = pipeline.blurred_pair(source, rng, sigma=float(np.exp(rng.uniform(np.log(3), np.log(top)))))
         else:
-            noisy, reference, _ = pipeline.white_pair(source, rng, sigma=float(np.exp(rng.uniform(np.log(3), np.log(20)))),
+            noisy, reference, _ = pipeline.white_pair(source, rng, sigma=float(np.exp(rng.uniform(np.log(3), np.log(top)))),
                                                       quality=int(rng.integers(75, 96)))
+    if grey:
+        noisy, reference = (np.clip(np.round(image @ LUMA), 0, 255).astype(np.uint8)[..., None] for image in (noisy, reference))
     height, width = noisy.shape[:2]
     if min(height, width) < size:
         return None
@@ -95,13 +105,14 @@ def main() -> None:
     parser.add_argument("--clean", action="store_true",
                         help="pairs without noise, the photo as input and target: the model learns to leave "
                              "a clean photo as it is, although the level reading tells it 5-8 there")
+    parser.add_argument("--grey", action="store_true", help="grey pairs (luma of the colour ones): for gray-photo")
     parser.add_argument("--workers", type=int, default=2, help="processes")
     parser.add_argument("--out", type=Path, required=True, help=".npz to write")
     args = parser.parse_args()
 
     files = sources(args.data, args.held_back)
     rng = np.random.default_rng(args.seed)
-    tasks = [(files[rng.integers(len(files))], int(rng.integers(2**62)), args.size, args.clean) for _ in range(args.count)]
+    tasks = [(files[rng.integers(len(files))], int(rng.integers(2**62)), args.size, args.clean, args.grey) for _ in range(args.count)]
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
         made = [pair for pair in pool.imap(one_pair, tasks, chunksize=16) if pair is not None]
     noisy, reference, level, kind = (np.stack([pair[i] for pair in made]) for i in range(4))

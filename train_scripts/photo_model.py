@@ -1,18 +1,20 @@
-"""Build and ship `color-photo`, the model `denoise run` sends colour photos whose noise spans more
-than a pixel (a camera's demosaiced, processed, JPEG'd noise) to.
+"""Build and ship `color-photo` and `gray-photo`, the models `denoise run` sends photos whose noise
+spans more than a pixel (a camera's demosaiced, processed, JPEG'd noise; noise enlarged with its
+image) to.
 
-One command rebuilds it from the shipped `color` model:
+One command rebuilds each from a shipped white-noise model (`color`, `gray-large`):
 
     python train_scripts/photo_model.py --datasets ../shared/datasets
+    python train_scripts/photo_model.py --datasets ../shared/datasets --model gray-photo
 
-1. ``camera_pairs.py`` makes the training pairs (16,000 noisy crops of 128x128, seed 1; 2,800
-   clean ones, seed 3, which teach the model to leave a photo without noise as it is) and the held-back
+1. ``camera_pairs.py`` makes the training pairs (noisy crops of 128x128, seed 1; clean ones,
+   seed 3, which teach the model to leave a photo without noise as it is) and the held-back
    validation pairs (240 crops of 256x256 from the held-back tenth of Urban100 and Sun-Hays80,
-   seed 2) in ``--pairs`` (2 GB; kept there, so a rerun skips this step).
-2. ``camera_finetune.py`` fine-tunes weights/color.keras on them, told the level ``run`` reads,
-   into weights/color-photo.keras.run/stage1.keras (resumes where it stopped).
-3. The best model goes to weights/color-photo.keras without its optimizer, with its manifest entry
-   (``default_for: color-photo``, the training curve, the held-back PSNR of the start and of the
+   seed 2) in ``--pairs``/NAME (grey ones for ``gray-photo``; kept there, so a rerun skips this step).
+2. ``camera_finetune.py`` fine-tunes the start model on them, told the level ``run`` reads, into
+   weights/NAME.keras.run/stage1.keras (resumes where it stopped).
+3. The best model goes to weights/NAME.keras without its optimizer, with its manifest entry
+   (``default_for: NAME``, the training curve, the held-back PSNR of the start and of the
    result). Its figures on real camera noise are in docs/real_noise.md (benchmarks/real_noise.py).
 
 ``--ship-only`` does step 3 alone.
@@ -21,6 +23,7 @@ One command rebuilds it from the shipped `color` model:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import subprocess
@@ -30,31 +33,62 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-NAME = "color-photo"
-START = "weights/color.keras"
-STAGE = f"weights/{NAME}.keras.run/stage1.keras"
-# (file, camera_pairs.py arguments): the seeds and sizes of the shipped model's pairs
-PAIRS = {"train.npz": ["--count", "16000", "--seed", "1"],
-         "clean.npz": ["--count", "2800", "--seed", "3", "--clean"],
-         "val.npz": ["--count", "240", "--seed", "2", "--held-back", "--size", "256"]}
-# 30,000 steps of 4 crops (six passes over the pairs, with turns): 35 minutes on two idle cores;
-# the held-back PSNR rose by 0.25 dB in the first 500 steps and was still rising at 6,000.
-FINETUNE = ["--steps", "30000", "--val-every", "1000"]
-
-# The four quarter turns: 4 passes of one 2.3M-parameter U-Net a tile, about what the white-noise
-# colour default (color+gray: 4 passes, in its mirror pair) costs. On CC15 they gained 0.2 dB over one
-# pass (float32); all eight added 0.02 dB more for twice the time.
-ENSEMBLE = 4
 
 
-def commands(datasets: Path, pairs: Path) -> list[list[str]]:
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """What one photo model is made from."""
+
+    start: str  # the shipped white-noise model it is fine-tuned from
+    channels: int
+    pairs: dict  # file -> camera_pairs.py arguments: the seeds and sizes of the shipped model's pairs
+    finetune: list  # camera_finetune.py arguments
+    data_note: str
+    ensemble: int | None  # the self-ensemble its entry names (None: --ensemble auto's rule, as for white noise)
+
+
+VARIANTS = {
+    "color-photo": Variant(
+        start="weights/color.keras", channels=3,
+        pairs={"train.npz": ["--count", "16000", "--seed", "1"],
+               "clean.npz": ["--count", "2800", "--seed", "3", "--clean"],
+               "val.npz": ["--count", "240", "--seed", "2", "--held-back", "--size", "256"]},
+        # 30,000 steps of 4 crops (six passes over the pairs, with turns): 35 minutes on two idle
+        # cores; the held-back PSNR rose by 0.25 dB in the first 500 steps and was still rising at 6,000.
+        finetune=["--steps", "30000", "--val-every", "1000"],
+        data_note="camera pipeline (5/6) or blurred or JPEG'd white noise (1/6), and 2,800 clean crops as their own target",
+        # The four quarter turns: 4 passes of one 2.3M-parameter U-Net a tile, about what the white-noise
+        # colour default (color+gray: 4 passes, in its mirror pair) costs. On CC15 they gained 0.2 dB over
+        # one pass (float32); all eight added 0.02 dB more for twice the time.
+        ensemble=4),
+    "gray-photo": Variant(
+        start="weights/gray-large.keras", channels=1,
+        # Half the colour model's pairs: gray-large is twice its size, so a step costs about twice as much.
+        pairs={"train.npz": ["--count", "8000", "--seed", "1", "--grey"],
+               "clean.npz": ["--count", "1400", "--seed", "3", "--clean", "--grey"],
+               "val.npz": ["--count", "240", "--seed", "2", "--held-back", "--size", "256", "--grey"]},
+        # 12,000 steps of 4 crops: six passes over the pairs, as for colour.
+        finetune=["--steps", "12000", "--val-every", "1000"],
+        data_note="made grey: camera pipeline (2/3) or blurred or JPEG'd white noise up to sigma 50 (1/3), "
+                  "and 1,400 clean crops as their own target",
+        # gray-large's own: the mirror pair where the CPU computes bfloat16, else one pass.
+        ensemble=None),
+}
+
+
+def stage(name: str) -> str:
+    return f"weights/{name}.keras.run/stage1.keras"
+
+
+def commands(name: str, datasets: Path, pairs: Path) -> list[list[str]]:
+    variant = VARIANTS[name]
     made = [[sys.executable, "train_scripts/camera_pairs.py", "--data", str(datasets), *arguments,
-             "--out", str(pairs / file)] for file, arguments in PAIRS.items() if not (pairs / file).exists()]
-    return made + [[sys.executable, "train_scripts/camera_finetune.py", START, "--train", str(pairs / "train.npz"), str(pairs / "clean.npz"),
-                    "--val", str(pairs / "val.npz"), *FINETUNE, "--out", STAGE]]
+             "--out", str(pairs / file)] for file, arguments in variant.pairs.items() if not (pairs / file).exists()]
+    return made + [[sys.executable, "train_scripts/camera_finetune.py", variant.start, "--train", str(pairs / "train.npz"),
+                    str(pairs / "clean.npz"), "--val", str(pairs / "val.npz"), *variant.finetune, "--out", stage(name)]]
 
 
-def ship(datasets: Path) -> dict:
+def ship(name: str, datasets: Path) -> dict:
     from denoise import models, registry, runtime
 
     runtime.tensorflow()
@@ -62,41 +96,41 @@ def ship(datasets: Path) -> dict:
 
     from denoise.train import save_inference_model
 
+    variant = VARIANTS[name]
     weights = ROOT / "weights"
-    source, target = ROOT / STAGE, weights / f"{NAME}.keras"
+    source, target = ROOT / stage(name), weights / f"{name}.keras"
     save_inference_model(keras.saving.load_model(source, compile=False), target)
     log = json.loads(source.with_suffix(".json").read_text())
     loaded = registry.load(str(target))
     model_args = {key: value for key, value in models.unet_args(loaded.model).items()
                   if key not in ("channels", "noise_level_input") and (key != "repeats" or value > 1)}
-    rebuild = f"python train_scripts/photo_model.py --datasets {datasets}"
+    rebuild = f"python train_scripts/photo_model.py --datasets {datasets}" + ("" if name == "color-photo" else f" --model {name}")
     entry = {
-        "name": NAME, "file": target.name, "sha256": registry.sha256_of(target), "size_bytes": target.stat().st_size,
-        "architecture": "unet", "model_args": model_args, "channels": 3,
+        "name": name, "file": target.name, "sha256": registry.sha256_of(target), "size_bytes": target.stat().st_size,
+        "architecture": "unet", "model_args": model_args, "channels": variant.channels,
         # told the calibrated level (denoise.calibrate), which reads 2-75 on such noise
         "noise": {"type": "photo", "low": 0.0, "high": 75.0, "clip": True},
         "data": f"{datasets}/urban100 + {datasets}/sunhays80 + {datasets}/bsds400_color",
         "data_note": "less the held-back tenth of urban100 and sunhays80; through train_scripts/camera_pairs.py: its "
-                     "camera pipeline (5/6) or blurred or JPEG'd white noise (1/6), and 2,800 clean crops as their own target",
+                     + variant.data_note,
         "validation_data": f"{datasets}/urban100 + sunhays80: the held-back tenth (data.split_files), 240 crops "
                            "of 256x256 through the same pipeline (validation only)",
-        "command": " && ".join(shlex.join(["python", *command[1:]]) for command in commands(Path(datasets), Path("PAIRS"))),
+        "command": " && ".join(shlex.join(["python", *command[1:]]) for command in commands(name, Path(datasets), Path("PAIRS"))),
         "rebuild": rebuild,
         "parameters": int(loaded.model.count_params()),
-        "training": {"source": STAGE, "start": START, "steps": log["best"]["step"],
+        "training": {"source": stage(name), "start": variant.start, "steps": log["best"]["step"],
                      "steps_run": log["curve"][-1]["step"], "seconds": log["curve"][-1]["seconds"],
                      "best_val_psnr": round(log["best"]["val_psnr"], 3),
                      "start_val_psnr": round(log["curve"][0]["val_psnr"], 3),
                      "curve": [[point["step"], round(point["val_psnr"], 3)] for point in log["curve"]]},
         "metrics": {"heldback_photos_psnr_camera": round(log["best"]["val_psnr"], 3)},
-        "metrics_protocol": "heldback_photos: the 240 validation pairs (camera pipeline 5/6, blurred or JPEG'd white "
-                            "noise 1/6); the model told calibrate.level_for's level, float32, one pass; PSNR of the "
+        "metrics_protocol": "heldback_photos: the 240 validation pairs (through the same pipeline); the model told calibrate.level_for's level, float32, one pass; PSNR of the "
                             "uint8 output against the pipeline without noise; real camera noise: docs/real_noise.md",
-        "ensemble": ENSEMBLE,
-        "default_for": [NAME],
+        **({"ensemble": variant.ensemble} if variant.ensemble else {}),
+        "default_for": [name],
     }
     manifest = registry.load_manifest(weights)
-    manifest["models"] = [model for model in manifest["models"] if model["name"] != NAME] + [entry]
+    manifest["models"] = [model for model in manifest["models"] if model["name"] != name] + [entry]
     registry.write_manifest(manifest, weights)
     return entry
 
@@ -104,16 +138,18 @@ def ship(datasets: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", type=Path, required=True, help="folder holding urban100/, sunhays80/, bsds400_color/")
+    parser.add_argument("--model", choices=sorted(VARIANTS), default="color-photo", help="which photo model")
     parser.add_argument("--pairs", type=Path, default=Path("/tmp/denoise-photo-pairs"),
-                        help="where the generated pairs are kept (2 GB)")
-    parser.add_argument("--ship-only", action="store_true", help="only write weights/color-photo.keras and its entry")
+                        help="where the generated pairs are kept, in a folder per model (2 GB for colour)")
+    parser.add_argument("--ship-only", action="store_true", help="only write weights/NAME.keras and its entry")
     args = parser.parse_args()
+    pairs = args.pairs / args.model
     if not args.ship_only:
-        args.pairs.mkdir(parents=True, exist_ok=True)
-        for command in commands(args.datasets, args.pairs):
+        pairs.mkdir(parents=True, exist_ok=True)
+        for command in commands(args.model, args.datasets, pairs):
             print("+", shlex.join(command), flush=True)
             subprocess.run(command, cwd=ROOT, check=True)
-    entry = ship(args.datasets)
+    entry = ship(args.model, args.datasets)
     print(f"shipped {entry['file']}: held-back {entry['training']['start_val_psnr']} -> "
           f"{entry['training']['best_val_psnr']} dB at step {entry['training']['steps']}")
 
