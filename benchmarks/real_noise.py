@@ -35,13 +35,18 @@ whole in-process denoising of one 12 MP colour photo (a CC15 image repeated 8 x 
 with today's defaults (``calibrated``: the photo model, its own ensemble) and those before the
 calibration (``before``: the white-noise model, its ensemble).
 
+Grey (:func:`grey`): CC15 made grey (Pillow's luma of the shot and of the mean), Set12 with noise
+blurred over two pixels (``quality.py``'s ``correlated:SIGMA``) and Set12 with white noise enlarged
+1.5 times with its image: the defaults (``gray-photo``), ``--model gray-large`` (the defaults before
+it) and ``--noise correlated``; and clean grey photos (the held-back tenth of Urban100 and
+Sun-Hays80, Set12, McMaster18), scored against themselves.
+
   python benchmarks/real_noise.py --datasets ../shared/datasets
   python benchmarks/real_noise.py --datasets ../shared/datasets --only camera correlated cbm3d
 
 Writes benchmarks/results/real_noise.json and prints a summary. With ``--only``, only the named
-CC15 rows are measured, and merged into the existing JSON (--also-white, --also-speed: those too;
-the other rows, white noise and speed
-are kept as they are).
+CC15 rows are measured, and merged into the existing JSON (--also-white, --also-speed, --also-grey:
+those too; the other rows are kept as they are).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ import common  # noqa: E402
 FIXED_LEVELS = (3, 6, 9, 12, 15, 18, 24)
 WHITE_SIGMAS = (15, 25, 50)
 CAMERA_PEAKS = (200, 50)  # the project's own camera noise (add-noise --noise camera) on McMaster18
+GREY_GRAIN = (15, 25)  # grainy grey noise: Set12 with noise blurred over two pixels, or enlarged with it
 # --only NAME: the CC15 row keys each name measures
 ROW_GROUPS = {"noisy": ("noisy",), "before": ("before",), "calibrated": ("calibrated",),
               "white-model": ("calibrated, white-noise model",),
@@ -90,11 +96,11 @@ class Denoiser:
     """The model ``denoise run`` chooses by default, in process, told per image what a method says
     (``noise``: ``--noise``, which for camera also chooses the camera model)."""
 
-    def __init__(self, noise: str = "auto"):
+    def __init__(self, noise: str = "auto", model: str = "auto"):
         from denoise.engine import Engine
         from denoise.settings import Inference
 
-        self.engine = Engine(Inference(noise=noise), lambda message: print(message, file=sys.stderr))
+        self.engine = Engine(Inference(noise=noise, model=model), lambda message: print(message, file=sys.stderr))
 
     def run(self, images: list[np.ndarray], levels: list[float] | None = None) -> tuple[list[np.ndarray], list[float]]:
         """uint8 images -> uint8 outputs, and the level the model was told for each (``levels``
@@ -244,6 +250,68 @@ def white(denoiser: Denoiser, datasets: Path) -> dict:
     return rows
 
 
+def grey_cases(datasets: Path) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """Grey images whose noise spans more than a pixel, and clean grey photos: ``{label: (noisy, references)}``."""
+    from PIL import Image
+
+    from denoise.data import split_files
+    from denoise.noise import NoiseSpec
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from quality import _correlated_copy
+
+    def luma(image):  # a grey conversion as users make it (Pillow's Rec. 601)
+        return np.asarray(Image.fromarray(image).convert("L")) if image.ndim == 3 else image
+
+    def enlarged(image):  # bicubic, 1.5 times
+        height, width = image.shape[:2]
+        return np.asarray(Image.fromarray(image).resize((width * 3 // 2, height * 3 // 2), Image.BICUBIC))
+
+    _, real, mean = read_cc15(datasets / "cc15")
+    set12 = common.load_folder(datasets / "set12")
+    cases = {"CC15 made grey": ([luma(image) for image in real], [luma(image) for image in mean])}
+    for sigma in GREY_GRAIN:
+        cases[f"Set12 correlated sigma {sigma}"] = ([_correlated_copy(image, name, sigma) for name, image in set12],
+                                                    [image for _, image in set12])
+    for sigma in GREY_GRAIN:
+        spec = NoiseSpec("gaussian", sigma, sigma)
+        cases[f"Set12 sigma {sigma}, enlarged 1.5x"] = (
+            [enlarged(common.noisy_copy(image, name, spec)) for name, image in set12], [enlarged(image) for _, image in set12])
+    photos = [path for name in ("urban100", "sunhays80") for path in split_files(sorted((datasets / name).iterdir()))[1]]
+    clean = ([luma(common.read_uint8(path)) for path in photos] + [image for _, image in set12]
+             + [luma(image) for _, image in common.load_folder(datasets / "mcmaster18")])
+    cases["clean: held-back Urban100 and Sun-Hays80, Set12, McMaster18, grey"] = (clean, clean)
+    return cases
+
+
+def grey(datasets: Path) -> dict:
+    """Grey images whose noise spans more than a pixel: the defaults (``gray-photo``), the defaults
+    before it (``--model gray-large``, the white-noise grey default, told the same level) and
+    ``--noise correlated``; and clean grey photos, which must stay as they are."""
+    from denoise import treatments
+
+    methods = {"defaults": Denoiser(), "before gray-photo": Denoiser(model="gray-large"),
+               "noise correlated": Denoiser("correlated")}
+    rows = {}
+    for label, (noisy, references) in grey_cases(datasets).items():
+        row = {"images": len(noisy), "photo route": sum(
+            treatments.reading_of(_decoded(image), methods["defaults"].engine).noise == "photo" for image in noisy)}
+        for method, denoiser in methods.items():
+            outputs, _ = denoiser.run(noisy)
+            result = scores(outputs, references)
+            row[method] = {"psnr": result["psnr"], "ssim": result["ssim"], "min_psnr": min(result["psnr_each"])}
+        rows[label] = row
+        print(label, row, flush=True)
+    return rows
+
+
+def _decoded(image: np.ndarray):
+    from denoise import io
+
+    pixels = image.astype(np.float32) / 255.0
+    return io.Decoded(pixels=pixels[..., None] if pixels.ndim == 2 else pixels, alpha=None, bits=8, format="PNG", info={})
+
+
 def speed(denoiser: Denoiser, folder: Path) -> dict:
     from denoise import calibrate
     from denoise.noise import estimate_level
@@ -280,6 +348,8 @@ def main(argv=None) -> None:
                         help=f"measure only these CC15 rows ({', '.join(ROW_GROUPS)}) and merge them into --out")
     parser.add_argument("--also-white", action="store_true", help="with --only: measure the white noise again too")
     parser.add_argument("--also-speed", action="store_true", help="with --only: measure the speed again too")
+    parser.add_argument("--skip-grey", action="store_true", help="no grey images (grainy noise, clean photos)")
+    parser.add_argument("--also-grey", action="store_true", help="with --only: measure the grey images again too")
     parser.add_argument("--out", type=Path, default=common.RESULTS / "real_noise.json")
     args = parser.parse_args(argv)
     denoiser = Denoiser()
@@ -295,6 +365,8 @@ def main(argv=None) -> None:
         if args.also_speed:
             result["speed"], again = speed(denoiser, args.datasets / "cc15"), again + ["speed"]
             print(result["speed"])
+        if args.also_grey:
+            result["grey"], again = grey(args.datasets), again + ["grey"]
         result.setdefault("updates", []).append({"rows": [key for group in args.only for key in ROW_GROUPS[group]] + again,
                                                  "date": common.now(), "machine": common.machine(),
                                                  "load_before": load, "load_after": common.load()})
@@ -308,6 +380,8 @@ def main(argv=None) -> None:
     if not args.skip_speed:
         result["speed"] = speed(denoiser, args.datasets / "cc15")
         print(result["speed"])
+    if not args.skip_grey:
+        result["grey"] = grey(args.datasets)
     result["load_after"] = common.load()
     common.save_json(args.out, result)
 

@@ -441,11 +441,41 @@ def real_noise_page(results: dict, picture: str | None = None) -> list[str]:
                   "more than a pixel; under 2 grey levels there (`WEAKEST_SPREAD` in `denoise/calibrate.py`) it is "
                   "told `estimate_level`'s reading and takes the white-noise route, and `color-photo` learned on "
                   "clean photos to leave them as they are.", ""]
+    lines += grey_section(results.get("grey", {}))
     lines += ["Reproduce (CC15 is not part of the project: the scripts take the folder that holds `cc15/`):", "",
               "```",
               "python benchmarks/real_noise.py --datasets ../shared/datasets",
               "python benchmarks/real_noise_figure.py --datasets ../shared/datasets",
               "python benchmarks/report.py", "```", ""]
+    return lines
+
+
+def grey_section(grey: dict) -> list[str]:
+    """Grey images whose noise spans more than a pixel, and clean grey photos (real_noise.py's ``grey``)."""
+    if not grey:
+        return []
+    methods = ("defaults", "before gray-photo", "noise correlated")
+    rows = ["| images | n | to `gray-photo` | defaults now (`gray-photo`) | before (`--model gray-large`) | "
+            "`--noise correlated` |", "|---|---:|---:|---:|---:|---:|"]
+    for label, row in grey.items():
+        best = max(row[method]["psnr"] for method in methods)
+        cells = [f"{row[method]['psnr']:.2f} / {row[method]['ssim']:.3f}" for method in methods]
+        cells = [f"**{cell}**" if row[method]["psnr"] == best else cell for cell, method in zip(cells, methods)]
+        rows.append("| " + " | ".join([label, str(row["images"]), str(row["photo route"]), *cells]) + " |")
+    clean = next((row for label, row in grey.items() if label.startswith("clean")), None)
+    lines = ["## Grey photos", "",
+             "A grey image whose noise spans more than a pixel (a camera's monochrome JPEG, a colour photo made grey, "
+             "a noisy scan or photo enlarged, film grain) takes the photo route too: `gray-photo`, `gray-large` "
+             "fine-tuned on the grey (luma) version of `color-photo`'s pairs, with blurred and JPEG'd white noise up "
+             "to sigma 50 for a third of them, and on clean grey photos (`python train_scripts/photo_model.py "
+             "--model gray-photo`). Before it, such images went to `gray-large` told the same level, which takes "
+             "the grain for texture. PSNR / SSIM against the clean image (CC15: the mean's luma); \"to `gray-photo`\" "
+             "counts the images the default sends there, the others take the white-noise route as before.", "",
+             *rows, ""]
+    if clean:
+        lines += [f"Clean grey photos, against themselves: {clean['defaults']['psnr']:.2f} dB now (lowest image "
+                  f"{clean['defaults']['min_psnr']:.2f}), {clean['before gray-photo']['psnr']:.2f} before (lowest "
+                  f"{clean['before gray-photo']['min_psnr']:.2f}).", ""]
     return lines
 
 

@@ -93,3 +93,19 @@ def test_before_reads_the_level_with_estimate_level_sends_nothing_to_the_photo_m
     with real_noise.before():
         assert calibrate.read(pixels) == (estimate_level(pixels), False)
     assert calibrate.read(pixels) == now
+
+
+def test_the_grey_section_marks_the_best_method_and_reports_the_clean_photos():
+    def method(psnr, lowest=30.0):
+        return {"psnr": psnr, "ssim": 0.8, "min_psnr": lowest}
+
+    grey = {"Set12 correlated sigma 25": {"images": 12, "photo route": 12, "defaults": method(27.1),
+                                          "before gray-photo": method(23.8), "noise correlated": method(26.5)},
+            "clean: some grey photos": {"images": 48, "photo route": 3, "defaults": method(50.0, 41.2),
+                                        "before gray-photo": method(48.0, 33.3), "noise correlated": method(40.0)}}
+    page = "\n".join(report.real_noise_page({**results(), "grey": grey}))
+    assert "## Grey photos" in page
+    assert "| Set12 correlated sigma 25 | 12 | 12 | **27.10 / 0.800** | 23.80 / 0.800 | 26.50 / 0.800 |" in page
+    assert "50.00 dB now (lowest image 41.20), 48.00 before (lowest 33.30)" in page
+    assert page.index("## Grey photos") < page.index("Reproduce")
+    assert "## Grey photos" not in "\n".join(report.real_noise_page(results()))
