@@ -181,13 +181,15 @@ writes a model for `denoise run --model mine.keras`. This page says how, and wha
 
 - For noise that spans several pixels, the network learns on the phases, and its validation loss
   compares it with the starting model on the phases, not with what `run` does on the whole image.
-  Colour photos with such noise (a camera's) go through `color-photo` in `run`, a model that
-  learned that noise on whole images: a model adapted on the phases loses to it (on CC15: the
-  `--correlated yes` row below). So where `run` would give the images that model,
-  adapt writes it unchanged and says so; `--correlated yes` adapts on the phases anyway.
-- On noise blurred over two pixels, the phases help the starting model itself (`run --noise
-  correlated`) far more than adapting adds to it; adapting did not pass the margin, so the
-  starting model was written as `run` uses it by default, and `run --noise correlated` is better.
+  Photos with such noise (a camera's, or grain enlarged with its image) go through
+  `color-photo` or `gray-photo` in `run`, models that learned that noise on whole images: a model
+  adapted on the phases loses to them (on CC15: the `--correlated yes` row below). So where `run`
+  would give the images one of them, adapt writes it unchanged and says so; `--correlated yes`
+  adapts on the phases anyway.
+- On noise blurred over two pixels, the phases alone lose resolution that adapting on them cannot
+  win back: before `gray-photo`, adapting on them did not pass the margin (1,675 steps) and
+  `run --noise correlated` (27.32 dB) stayed far ahead of the adapted model. `run` now sends
+  those images to `gray-photo` (27.46 dB), which adapt keeps.
 - Photon noise and speckle are stabilised before the model, as `run` does, and the shipped
   models already clean the stabilised noise about as well as the pairs can teach: adapting keeps
   the start (on speckle the loss fell by 0.15 dB, under the margin).
