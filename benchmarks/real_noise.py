@@ -257,8 +257,7 @@ def grey_cases(datasets: Path) -> dict[str, tuple[list[np.ndarray], list[np.ndar
     from denoise.data import split_files
     from denoise.noise import NoiseSpec
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from quality import _correlated_copy
+    from quality import _correlated_copy  # quality.py's correlated:SIGMA noise
 
     def luma(image):  # a grey conversion as users make it (Pillow's Rec. 601)
         return np.asarray(Image.fromarray(image).convert("L")) if image.ndim == 3 else image
