@@ -78,7 +78,8 @@ def test_compare_samples_a_folder_writes_html_and_refuses_other_names(tmp_path, 
     page = tmp_path / "sheet.html"
     result = invoke("compare", tmp_path / "in", "--out", page, "--sample", "2", "--crop", "32", "--strengths", "1,1.5")
     assert result.exit_code == 0, result.output
-    assert "2 of 6 images" in result.stdout and "would take under a second here" in result.stdout
+    # The estimate scales the sample's own time, which a loaded machine makes longer.
+    assert "2 of 6 images" in result.stdout and re.search(r"would take (under a second|about \d+ \w+) here", result.stdout)
     text = page.read_text()
     assert text.count("<img") == 2 * 2 * 3  # 2 images, 2 crops each, the input and 2 strengths
     assert "--strength 1.5" in text and "0.png" in text and "5.png" in text
