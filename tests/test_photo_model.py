@@ -31,14 +31,14 @@ def test_pairs_hold_back_the_validation_photos_and_store_the_level_run_reads(tmp
     write_photos(tmp_path)
     train, held = camera_pairs.sources(tmp_path, False), camera_pairs.sources(tmp_path, True)
     assert held and not set(train) & set(held) and not any("bsds" in path for path in held)
-    noisy, reference, level, kind = camera_pairs.one_pair((train[0], 7, 64, False, False))
+    noisy, reference, level, kind = camera_pairs.one_pair((train[0], 7, 64, False, False, False))
     assert noisy.shape == reference.shape == (64, 64, 3) and noisy.dtype == np.uint8
     # read on the whole made image, whose centre the pair is: about what the crop itself reads
     assert level > 0 and abs(np.log(level / calibrate.level_for(noisy.astype(np.float32) / 255.0))) < 0.3
     assert kind in ("camera", "blurred", "wjpeg") and np.abs(noisy.astype(int) - reference).mean() > 0.5
-    again = camera_pairs.one_pair((train[0], 7, 64, False, False))
+    again = camera_pairs.one_pair((train[0], 7, 64, False, False, False))
     np.testing.assert_array_equal(again[0], noisy)  # the seed decides the pair
-    clean, target, _, kind = camera_pairs.one_pair((train[0], 7, 64, True, False))
+    clean, target, _, kind = camera_pairs.one_pair((train[0], 7, 64, True, False, False))
     assert kind == "clean" and np.array_equal(clean, target)
 
 
@@ -46,12 +46,12 @@ def test_grey_pairs_are_the_luma_of_the_colour_ones_with_the_level_read_on_grey(
     write_photos(tmp_path)
     path = camera_pairs.sources(tmp_path, False)[0]
     for seed in range(4):
-        colour = camera_pairs.one_pair((path, seed, 64, True, False))
-        noisy, reference, level, kind = camera_pairs.one_pair((path, seed, 64, True, True))
+        colour = camera_pairs.one_pair((path, seed, 64, True, False, False))
+        noisy, reference, level, kind = camera_pairs.one_pair((path, seed, 64, True, True, False))
         assert noisy.shape == (64, 64, 1) and kind == "clean" and np.array_equal(noisy, reference)
         luma = np.asarray(Image.fromarray(colour[0]).convert("L"))  # what a user's grey conversion gives
         assert np.abs(luma.astype(int) - noisy[..., 0]).max() <= 1
-    noisy, reference, level, kind = camera_pairs.one_pair((path, 5, 64, False, True))
+    noisy, reference, level, kind = camera_pairs.one_pair((path, 5, 64, False, True, False))
     assert noisy.shape == reference.shape == (64, 64, 1) and np.abs(noisy.astype(int) - reference).mean() > 0.5
     assert level > 0 and abs(np.log(level / calibrate.level_for(noisy.astype(np.float32) / 255.0))) < 0.3  # read on grey
 
@@ -77,3 +77,22 @@ def test_finetune_writes_the_best_model_and_resumes(tmp_path, tiny_models):
     assert model.predict({"image": np.zeros((1, 32, 32, 3)), "sigma": np.zeros((1, 1))}, verbose=0).shape == (1, 32, 32, 3)
     subprocess.run([*command, "--steps", "6"], check=True)  # resumes at step 4
     assert [point["step"] for point in json.loads(out.with_suffix(".json").read_text())["curve"]] == [0, 2, 4, 6]
+
+def test_edge_preserving_noise_reduction_keeps_the_reference_sharp_and_takes_noise_off_flat_areas():
+    import calibrate_levels
+
+    step = np.full((64, 64, 3), 60, np.uint8)
+    step[:, 32:] = 190
+    fixed = {"scale": 1.0, "sharpen": 0.0, "chroma_nr": 0.0, "quality": 95, "demosaic": "bilinear", "tone": 0.0,
+             "exposure": 1.0, "shot": 0.01, "read_rel": 0.0, "luma_nr": 1.5, "luma_range": 3.0}
+
+    def pair(**changes):
+        noisy, reference, _ = calibrate_levels.camera_pair(step, np.random.default_rng(3), {**fixed, **changes})
+        luma = [image.astype(float) @ camera_pairs.LUMA for image in (noisy, reference)]
+        edge = np.abs(np.diff(luma[1][8:-8], axis=1)).max()  # the reference's steepest step
+        flat = np.std(luma[0][8:-8, 4:24] - luma[1][8:-8, 4:24])  # the noise left in the dark half
+        return edge, flat
+
+    edges, blurred, untouched = pair(luma_edges=True), pair(luma_edges=False), pair(luma_nr=0.0)
+    assert edges[0] > 1.5 * blurred[0] and edges[0] > 0.8 * untouched[0]
+    assert edges[1] < 0.8 * untouched[1]

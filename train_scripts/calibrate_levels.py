@@ -110,6 +110,12 @@ def camera_pair(clean_u8, rng, p=None):
     p.setdefault('demosaic', str(rng.choice(['bilinear', 'ea', 'vng'], p=[0.3, 0.3, 0.4])))
     p.setdefault('tone', float(rng.uniform(0, 1)))
     p.setdefault('chroma_nr', float(rng.choice([0, rng.uniform(0.8, 4)], p=[0.2, 0.8])))
+    # luma_edges: the luma noise reduction keeps edges, as a camera's does, instead of blurring them: a
+    # bilateral filter over luma_nr pixels whose range is luma_range times the luma noise's std, on 85% of shots.
+    p.setdefault('luma_edges', False)
+    if p['luma_edges']:
+        p.setdefault('luma_nr', float(rng.choice([0, rng.uniform(0.8, 2.0)], p=[0.15, 0.85])))
+        p.setdefault('luma_range', float(rng.uniform(1.5, 4.0)))
     p.setdefault('luma_nr', float(rng.choice([0, rng.uniform(0.3, p.pop('luma_nr_max', 1.6))], p=[0.4, 0.6])))
     p.setdefault('sharpen', float(rng.choice([0, rng.uniform(0.2, 1.5)], p=[0.3, 0.7])))
     p.setdefault('sharpen_r', float(rng.uniform(0.6, 1.5)))
@@ -127,16 +133,22 @@ def camera_pair(clean_u8, rng, p=None):
     m = mosaic(raw)
     shot = p['shot']; read = np.exp(2.18 * np.log(shot) + 1.20 + p['read_rel'])
     noisy_m = m + rng.normal(0, 1, m.shape) * np.sqrt(np.maximum(m, 0) * shot + read)
-    def forward(mm, jpeg_q):
+    def develop(mm):
         rgbc = demosaic(mm, p['demosaic']) * gains
         rgb = np.clip(rgbc, 0, 1) @ cam2rgb.T
         s = lin_to_srgb(rgb)
         s = p['tone'] * (3 * s**2 - 2 * s**3) + (1 - p['tone']) * s
-        y, M = to_ycc(s)
+        return to_ycc(s)
+    (clean_y, M), (noisy_y, _) = develop(m), develop(noisy_m)
+    spread = float(np.std(noisy_y[..., 0] - clean_y[..., 0]))
+    def forward(y, jpeg_q):
+        y = y.copy()
         if p['chroma_nr'] > 0:
             for c in (1, 2):
                 y[..., c] = gaussian_filter(y[..., c], p['chroma_nr'])
-        if p['luma_nr'] > 0:
+        if p['luma_nr'] > 0 and p['luma_edges']:
+            y[..., 0] = cv2.bilateralFilter(y[..., 0].astype(np.float32), -1, p['luma_range'] * spread, p['luma_nr'])
+        elif p['luma_nr'] > 0:
             y[..., 0] = gaussian_filter(y[..., 0], p['luma_nr'])
         if p['sharpen'] > 0:
             y[..., 0] = y[..., 0] + p['sharpen'] * (y[..., 0] - gaussian_filter(y[..., 0], p['sharpen_r']))
@@ -145,8 +157,8 @@ def camera_pair(clean_u8, rng, p=None):
             h, w = s.shape[:2]
             s = cv2.resize(s, (int(round(w / p['scale'])), int(round(h / p['scale']))), interpolation=cv2.INTER_AREA)
         return jpeg(u8(s), jpeg_q)
-    ref = forward(m, 98)  # the mean of many shots: nearly lossless
-    noisy = forward(noisy_m, p['quality'])
+    ref = forward(clean_y, 98)  # the mean of many shots: nearly lossless
+    noisy = forward(noisy_y, p['quality'])
     p['rms'] = float(np.sqrt(np.mean((noisy.astype(float) - ref) ** 2)))
     return noisy, ref, p
 

@@ -14,6 +14,8 @@ Pillow's ``convert("L")`` do), the level read on the grey crop: pairs for ``gray
 keeps about two thirds of independent channel noise, so the blurred and JPEG'd white noise is
 drawn up to 50 there and makes a third of the pairs: grainy grey noise (a noisy scan or photo
 enlarged, film grain) reaches levels colour photos' noise rarely does.
+With ``--edge-nr``, the camera's luma noise reduction keeps edges (a bilateral filter) instead of
+blurring them, as cameras' does: coarser luma grain, like real camera noise's (docs/notes.md).
 
     python train_scripts/camera_pairs.py --data ../shared/datasets --count 16000 --seed 1 --out /tmp/pairs_train.npz
     python train_scripts/camera_pairs.py --data ../shared/datasets --count 240 --seed 2 --held-back --size 256 --out /tmp/pairs_val.npz
@@ -60,10 +62,11 @@ def sources(root: Path, held_back: bool) -> list[str]:
 
 
 def one_pair(task):
-    """(path, seed, size, clean, grey) -> (noisy, reference, level, kind) with crops of ``size``
+    """(path, seed, size, clean, grey, edges) -> (noisy, reference, level, kind) with crops of ``size``
     square; with ``clean``, a photo without noise as both (as it is, or as a JPEG of quality 75-96);
-    with ``grey``, both made grey at the end."""
-    path, seed, size, clean, grey = task
+    with ``grey``, both made grey at the end; with ``edges``, the camera's luma noise reduction keeps
+    edges (``calibrate_levels.camera_pair``'s ``luma_edges``)."""
+    path, seed, size, clean, grey, edges = task
     rng = np.random.default_rng(seed)
     shares, top = ([2 / 3, 1 / 6, 1 / 6], 50) if grey else ([5 / 6, 1 / 12, 1 / 12], 20)
     kind = "clean" if clean else rng.choice(["camera", "blurred", "wjpeg"], p=shares)
@@ -76,7 +79,7 @@ def one_pair(task):
         source = pipeline.crop(path, rng, int(np.ceil(size * scale / 2)) * 2 + 4)
         if min(source.shape[:2]) < size * scale:
             scale = 1.0
-        noisy, reference, _ = pipeline.camera_pair(source, rng, {"scale": scale})
+        noisy, reference, _ = pipeline.camera_pair(source, rng, {"scale": scale, "luma_edges": edges})
     else:
         source = pipeline.crop(path, rng, size)
         if kind == "blurred":
@@ -106,13 +109,17 @@ def main() -> None:
                         help="pairs without noise, the photo as input and target: the model learns to leave "
                              "a clean photo as it is, although the level reading tells it 5-8 there")
     parser.add_argument("--grey", action="store_true", help="grey pairs (luma of the colour ones): for gray-photo")
+    parser.add_argument("--edge-nr", action="store_true",
+                        help="the camera's luma noise reduction keeps edges (a bilateral filter on 85%% of shots) "
+                             "instead of blurring them (a Gaussian on 60%%): coarser luma grain, sharp references")
     parser.add_argument("--workers", type=int, default=2, help="processes")
     parser.add_argument("--out", type=Path, required=True, help=".npz to write")
     args = parser.parse_args()
 
     files = sources(args.data, args.held_back)
     rng = np.random.default_rng(args.seed)
-    tasks = [(files[rng.integers(len(files))], int(rng.integers(2**62)), args.size, args.clean, args.grey) for _ in range(args.count)]
+    tasks = [(files[rng.integers(len(files))], int(rng.integers(2**62)), args.size, args.clean, args.grey,
+              args.edge_nr) for _ in range(args.count)]
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
         made = [pair for pair in pool.imap(one_pair, tasks, chunksize=16) if pair is not None]
     noisy, reference, level, kind = (np.stack([pair[i] for pair in made]) for i in range(4))
