@@ -78,16 +78,15 @@ def test_finetune_writes_the_best_model_and_resumes(tmp_path, tiny_models):
     subprocess.run([*command, "--steps", "6"], check=True)  # resumes at step 4
     assert [point["step"] for point in json.loads(out.with_suffix(".json").read_text())["curve"]] == [0, 2, 4, 6]
 
-def test_edge_preserving_noise_reduction_keeps_the_reference_sharp_and_takes_noise_off_flat_areas():
-    import calibrate_levels
 
+def test_edge_preserving_noise_reduction_keeps_the_reference_sharp_and_takes_noise_off_flat_areas():
     step = np.full((64, 64, 3), 60, np.uint8)
     step[:, 32:] = 190
     fixed = {"scale": 1.0, "sharpen": 0.0, "chroma_nr": 0.0, "quality": 95, "demosaic": "bilinear", "tone": 0.0,
              "exposure": 1.0, "shot": 0.01, "read_rel": 0.0, "luma_nr": 1.5, "luma_range": 3.0}
 
     def pair(**changes):
-        noisy, reference, _ = calibrate_levels.camera_pair(step, np.random.default_rng(3), {**fixed, **changes})
+        noisy, reference, _ = camera_pairs.pipeline.camera_pair(step, np.random.default_rng(3), {**fixed, **changes})
         luma = [image.astype(float) @ camera_pairs.LUMA for image in (noisy, reference)]
         edge = np.abs(np.diff(luma[1][8:-8], axis=1)).max()  # the reference's steepest step
         flat = np.std(luma[0][8:-8, 4:24] - luma[1][8:-8, 4:24])  # the noise left in the dark half

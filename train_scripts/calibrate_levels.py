@@ -141,8 +141,7 @@ def camera_pair(clean_u8, rng, p=None):
         return to_ycc(s)
     (clean_y, M), (noisy_y, _) = develop(m), develop(noisy_m)
     spread = float(np.std(noisy_y[..., 0] - clean_y[..., 0]))
-    def forward(y, jpeg_q):
-        y = y.copy()
+    def forward(y, jpeg_q):  # in place: each developed image is finished once
         if p['chroma_nr'] > 0:
             for c in (1, 2):
                 y[..., c] = gaussian_filter(y[..., c], p['chroma_nr'])
