@@ -79,6 +79,24 @@ def test_finetune_writes_the_best_model_and_resumes(tmp_path, tiny_models):
     assert [point["step"] for point in json.loads(out.with_suffix(".json").read_text())["curve"]] == [0, 2, 4, 6]
 
 
+def test_a_rebuild_makes_each_missing_pair_file_once_and_chains_the_stages(tmp_path):
+    import photo_model
+
+    (tmp_path / "clean.npz").touch()  # made by an earlier, stopped rebuild
+    for name, variant in photo_model.VARIANTS.items():
+        commands = photo_model.commands(name, Path("data"), tmp_path)
+        made = [command[command.index("--out") + 1] for command in commands if "camera_pairs.py" in command[1]]
+        assert str(tmp_path / "clean.npz") not in made and len(made) == len(set(made)) == len(variant.pairs) - 1
+        stages = [command for command in commands if "camera_finetune.py" in command[1]]
+        assert len(stages) == len(variant.stages) and stages[0][2] == variant.start
+        for number, stage in enumerate(stages, start=1):
+            assert stage[stage.index("--out") + 1] == photo_model.stage_path(name, number)
+            used = stage[stage.index("--train") + 1:stage.index("--val") + 2]
+            assert all(path in made + [str(tmp_path / "clean.npz")] for path in used if path != "--val")
+        for earlier, later in zip(stages, stages[1:]):  # each stage goes on from the best of the one before
+            assert later[2] == earlier[earlier.index("--out") + 1]
+
+
 def test_edge_preserving_noise_reduction_keeps_the_reference_sharp_and_takes_noise_off_flat_areas():
     step = np.full((64, 64, 3), 60, np.uint8)
     step[:, 32:] = 190
