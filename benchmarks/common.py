@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from denoise.noise import NoiseSpec, add_noise_uint, seed_for
+from denoise.runtime import native_bfloat16
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -66,6 +67,8 @@ def machine() -> dict:
         "cpu": cpu_model(),
         "cores": cores,
         "memory_gib": None if memory is None else round(memory, 1),
+        # --precision auto's choice: the defaults' figures differ by it (Set12 sigma 25: 30.27 / 30.20 dB)
+        "native_bfloat16": native_bfloat16(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in (

@@ -293,12 +293,18 @@ def measured_on(results: dict) -> str:
     machine = results.get("machine")
     if not machine:
         return ""
-    text = f"Measured on {machine['cpu']}, {machine['cores']} cores"
+    text = f"Measured on {machine['cpu']}, {machine['cores']} cores{arithmetic(machine)}"
     for update in results.get("updates", []):
         where = update.get("machine", {})
         text += (f"; {', '.join(update['rows'])} measured again or added later on {where.get('cpu', '?')}, "
-                 f"{where.get('cores', '?')} cores")
+                 f"{where.get('cores', '?')} cores{arithmetic(where)}")
     return text + "."
+
+
+def arithmetic(machine: dict) -> str:
+    """What `--precision auto` ran in there, where the record says (older ones do not)."""
+    native = machine.get("native_bfloat16")
+    return "" if native is None else " (bfloat16, natively)" if native else " (float32: no native bfloat16)"
 
 
 def best_fixed_level(cc15: dict) -> str | None:

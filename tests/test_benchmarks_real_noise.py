@@ -79,6 +79,17 @@ def test_merge_replaces_only_the_rows_measured():
         real_noise.merge_cc15(old, {"images": ["other"], "rms_noise": [1.0]})
 
 
+def test_the_page_says_in_what_arithmetic_each_measurement_ran_where_it_was_recorded():
+    measured = results()
+    measured["machine"]["native_bfloat16"] = True
+    measured["updates"] = [{"rows": ["calibrated"], "machine": {"cpu": "Other CPU", "cores": 2, "native_bfloat16": False}},
+                           {"rows": ["grey"], "machine": {"cpu": "Old record", "cores": 2}}]
+    line = report.measured_on(measured)
+    assert line.startswith("Measured on Some CPU, 2 cores (bfloat16, natively);")
+    assert "calibrated measured again or added later on Other CPU, 2 cores (float32: no native bfloat16)" in line
+    assert line.endswith("grey measured again or added later on Old record, 2 cores.")
+
+
 def test_before_reads_the_level_with_estimate_level_sends_nothing_to_the_photo_model_and_puts_read_back():
     import cv2
 
