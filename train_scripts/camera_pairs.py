@@ -15,7 +15,8 @@ keeps about two thirds of independent channel noise, so the blurred and JPEG'd w
 drawn up to 50 there and makes a third of the pairs: grainy grey noise (a noisy scan or photo
 enlarged, film grain) reaches levels colour photos' noise rarely does.
 With ``--edge-nr``, the camera's luma noise reduction keeps edges (a bilateral filter) instead of
-blurring them, as cameras' does: coarser luma grain, like real camera noise's (docs/notes.md).
+blurring them, as many cameras' does: sharp references at edges and texture, where the noise stays
+(docs/notes.md has what it does to the grain and to CC15).
 
     python train_scripts/camera_pairs.py --data ../shared/datasets --count 16000 --seed 1 --out /tmp/pairs_train.npz
     python train_scripts/camera_pairs.py --data ../shared/datasets --count 240 --seed 2 --held-back --size 256 --out /tmp/pairs_val.npz
@@ -111,7 +112,7 @@ def main() -> None:
     parser.add_argument("--grey", action="store_true", help="grey pairs (luma of the colour ones): for gray-photo")
     parser.add_argument("--edge-nr", action="store_true",
                         help="the camera's luma noise reduction keeps edges (a bilateral filter on 85%% of shots) "
-                             "instead of blurring them (a Gaussian on 60%%): coarser luma grain, sharp references")
+                             "instead of blurring them (a Gaussian on 60%%): references stay sharp at edges and texture")
     parser.add_argument("--workers", type=int, default=2, help="processes")
     parser.add_argument("--out", type=Path, required=True, help=".npz to write")
     args = parser.parse_args()
