@@ -132,14 +132,14 @@ def ship(name: str, datasets: Path) -> dict:
 
     variant = VARIANTS[name]
     weights = ROOT / "weights"
-    sources = [ROOT / stage_path(name, number) for number in range(1, len(variant.stages) + 1)]
-    source, target = sources[-1], weights / f"{name}.keras"
-    save_inference_model(keras.saving.load_model(source, compile=False), target)
+    paths = [stage_path(name, number) for number in range(1, len(variant.stages) + 1)]
+    target = weights / f"{name}.keras"
+    save_inference_model(keras.saving.load_model(ROOT / paths[-1], compile=False), target)
     shipped = (registry.find(name) or {}).get("training", {})
     recorded = shipped.get("stages") or [shipped]  # a stage whose log is gone (another machine) keeps its record
-    stages = [summary(json.loads(path.with_suffix(".json").read_text()), stage_path(name, number))
-              if path.with_suffix(".json").exists() else recorded[number - 1]
-              for number, path in enumerate(sources, start=1)]
+    logs = [(ROOT / path).with_suffix(".json") for path in paths]
+    stages = [summary(json.loads(log.read_text()), path) if log.exists() else recorded[index]
+              for index, (path, log) in enumerate(zip(paths, logs))]
     loaded = registry.load(str(target))
     model_args = {key: value for key, value in models.unet_args(loaded.model).items()
                   if key not in ("channels", "noise_level_input") and (key != "repeats" or value > 1)}
