@@ -8,9 +8,12 @@ chooses by default (``--model auto --precision auto --ensemble auto``):
 
   calibrated        today's ``denoise run`` defaults (--sigma auto --noise auto): the level is
                     :func:`denoise.calibrate.level_for`'s, and an image whose noise spans more than
-                    a pixel goes to the photo model (``color-photo``)
+                    a pixel goes to the photo route (``color-photo+gray-large``: ``color-photo``
+                    with its luma blended with ``gray-large``'s)
   white-model       ``--noise gaussian``: the calibrated level, the white-noise default model (the
                     defaults before the photo model)
+  photo-model       ``--model color-photo``: the photo model alone, in its own ensemble (the
+                    defaults before the luma blend)
   before            the defaults as they were before denoise.calibrate: the level read by
                     :func:`denoise.noise.estimate_level` where treatments.read now calls level_for
   noise camera      ``--noise camera``, the defaults otherwise (so the camera model, ``color-camera``)
@@ -68,7 +71,7 @@ CAMERA_PEAKS = (200, 50)  # the project's own camera noise (add-noise --noise ca
 GREY_GRAIN = (15, 25)  # grainy grey noise: Set12 with noise blurred over two pixels, or enlarged with it
 # --only NAME: the CC15 row keys each name measures
 ROW_GROUPS = {"noisy": ("noisy",), "before": ("before",), "calibrated": ("calibrated",),
-              "white-model": ("calibrated, white-noise model",),
+              "white-model": ("calibrated, white-noise model",), "photo-model": ("calibrated, photo model alone",),
               "camera": ("noise camera",), "correlated": ("noise correlated",), "cbm3d": ("cbm3d",),
               "levels": tuple(f"level {level}" for level in FIXED_LEVELS) + ("oracle (best fixed level per image, by the truth)",)}
 
@@ -206,6 +209,9 @@ def cc15(denoiser: Denoiser, folder: Path, only: tuple[str, ...] = tuple(ROW_GRO
     if "white-model" in only:  # the defaults before the photo model: the calibrated level, the white-noise model
         white_model = Denoiser("gaussian")
         rows["calibrated, white-noise model"] = measured(lambda: white_model.run(noisy))
+    if "photo-model" in only:  # the photo route before its luma blend: color-photo alone, in its own ensemble
+        photo_model = Denoiser(model="color-photo")
+        rows["calibrated, photo model alone"] = measured(lambda: photo_model.run(noisy))
     for group, noise in (("camera", "camera"), ("correlated", "correlated")):
         if group in only:
             other = Denoiser(noise)

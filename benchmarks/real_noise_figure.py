@@ -3,7 +3,8 @@
 Four CC15 images, one from each camera and one at ISO 6400, each denoised whole (512 x 512) the
 way benchmarks/real_noise.py measures it, then cut to a fixed 128 x 128 crop shown at 2x (nearest
 neighbour). Columns: the noisy shot; ``denoise run``'s defaults before denoise.calibrate (the level
-read by estimate_level); the defaults now (color-photo, told calibrate.level_for's level); CBM3D told the image's RMS of
+read by estimate_level); the defaults now (color-photo with its luma blended with gray-large's, told
+calibrate.level_for's level); CBM3D told the image's RMS of
 real - mean; the mean of about 500 shots (the truth). Each panel is titled with its PSNR against
 the truth on that crop (and the level told).
 
@@ -27,7 +28,7 @@ CROPS = (("5dmark3_iso3200_2", 200, 40), ("d600_iso3200_1", 20, 170), ("d800_iso
          ("d800_iso6400_1", 100, 80))
 SIZE = 128
 SCALE = 2
-COLUMNS = ("noisy input", "defaults before\n(estimate_level)", "defaults now\n(color-photo)",
+COLUMNS = ("noisy input", "defaults before\n(estimate_level)", "defaults now\n(color-photo+gray-large)",
            "CBM3D told the RMS\nof real - mean", "mean of ~500 shots\n(the truth)")
 
 

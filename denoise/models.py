@@ -277,6 +277,58 @@ def mean_of(members: list[keras.Model], channels: int = 3) -> keras.Model:
     return keras.Model([image, sigma], mean, name="mean_of")
 
 
+# ITU-R BT.601, as Pillow's convert("L"): the grey a camera's monochrome mode or a user's conversion gives.
+LUMA = (0.299, 0.587, 0.114)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Luma(layers.Layer):
+    """The luma (B, H, W, 1) of RGB images (B, H, W, 3)."""
+
+    def call(self, image):
+        return ops.sum(image * ops.convert_to_tensor(LUMA, image.dtype), axis=-1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MoveLuma(layers.Layer):
+    """RGB images whose luma is moved ``weight`` of the way to a grey image's, their chroma kept:
+    the same value is added to R, G and B, which moves the luma by that value (the weights sum to 1)."""
+
+    def __init__(self, weight: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = weight
+
+    def call(self, colour, grey):
+        luma = ops.sum(colour * ops.convert_to_tensor(LUMA, colour.dtype), axis=-1, keepdims=True)
+        return colour + self.weight * (grey - luma)
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
+def luma_blend(colour: keras.Model, grey: keras.Model, weight: float, level: float = 1.0) -> keras.Model:
+    """``colour``'s output with its luma moved ``weight`` of the way to ``grey``'s denoising of the
+    input's luma, ``grey`` told ``level`` times the level: a grey denoiser's luma with a colour
+    model's chroma. Both take an image and a noise level.
+
+    On real camera noise a white-noise grey model told more than the luma's own level cleans the
+    luma better than the camera-noise colour model does, and the colour model keeps the chroma
+    the grey one cannot see (figures in docs/real_noise.md).
+    """
+    for member, width in ((colour, 3), (grey, 1)):
+        if len(member.inputs) != 2 or member.inputs[0].shape[-1] != width:
+            raise ValueError(f"{member.name}: a luma blend needs a {width}-channel member with a noise-level input")
+    if not 0 < weight <= 1 or level <= 0:
+        raise ValueError(f"a luma blend needs a weight in (0, 1] and a positive level factor, not {weight}, {level}")
+    image = keras.Input((None, None, 3), name="image")
+    sigma = keras.Input((1,), name="sigma")
+    colour = keras.Model(colour.inputs, colour.output, name="colour")
+    grey = keras.Model(grey.inputs, grey.output, name="grey")
+    cleaned = colour({"image": image, "sigma": sigma})
+    luma = grey({"image": Luma()(image), "sigma": layers.Rescaling(level)(sigma)})
+    return keras.Model([image, sigma], MoveLuma(weight)(cleaned, luma), name="luma_blend")
+
+
 PRECISIONS = ("float32", "bfloat16")
 
 

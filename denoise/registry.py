@@ -80,7 +80,15 @@ def _entry_problem(index: int, entry, folder: Path) -> str | None:
     if "members" in entry:
         members = entry["members"]
         ok = isinstance(members, list) and all(isinstance(member, str) for member in members)
-        return None if ok else f"model {entry['name']!r}: 'members' is not a list of model names"
+        if not ok:
+            return f"model {entry['name']!r}: 'members' is not a list of model names"
+        blend = entry.get("luma")
+        if blend is not None and not (len(members) == 2 and isinstance(blend, dict)
+                                      and all(isinstance(blend.get(key, 1.0), (int, float)) for key in ("weight", "level"))
+                                      and "weight" in blend):
+            return (f"model {entry['name']!r}: 'luma' takes two members (colour, grey) and "
+                    '{"weight": number, "level": number}')
+        return None
     missing = [key for key in ("file", "sha256") if not isinstance(entry.get(key), str) or not entry[key]]
     if missing:
         return f"model {entry['name']!r} has no {' or '.join(repr(key) for key in missing)}"
@@ -152,7 +160,10 @@ def _entry_beside(path: Path) -> dict | None:
 
 def _load_mean(entry: dict, folder: Path | None) -> LoadedModel:
     """An entry with ``members`` (names of entries with files) is the mean of those models,
-    built at load: no weights of its own, each member's file checked as usual."""
+    built at load: no weights of its own, each member's file checked as usual. With ``luma``
+    (``{"weight": w, "level": f}``) it is instead the first (colour) member with its luma moved
+    ``w`` of the way to the second (grey) member's on the luma, told ``f`` times the level
+    (models.luma_blend)."""
     from denoise import models
 
     members = []
@@ -162,12 +173,16 @@ def _load_mean(entry: dict, folder: Path | None) -> LoadedModel:
             raise WeightsError(f"{entry['name']}: member {name!r} is not a model with a weights file in the manifest")
         members.append(load(name, folder))
     channels = int(entry.get("channels", max(member.channels for member in members)))
+    blend = entry.get("luma")
     try:
-        model = models.mean_of([member.model for member in members], channels)
+        if blend is None:
+            model = models.mean_of([member.model for member in members], channels)
+        else:
+            model = models.luma_blend(members[0].model, members[1].model, blend["weight"], blend.get("level", 1.0))
     except ValueError as error:
         raise WeightsError(f"{entry['name']}: {error}") from None
     multiple = math.lcm(*(member.multiple for member in members))
-    passes = sum(channels if member.channels == 1 else 1 for member in members)
+    passes = len(members) if blend is not None else sum(channels if member.channels == 1 else 1 for member in members)
     return LoadedModel(model, entry["name"], channels, noise_level_input=True, tile_size=None, multiple=multiple,
                        passes=passes, ensemble=entry.get("ensemble"))
 

@@ -97,6 +97,34 @@ def test_a_rebuild_makes_each_missing_pair_file_once_and_chains_the_stages(tmp_p
             assert later[2] == earlier[earlier.index("--out") + 1]
 
 
+def test_shipping_color_photo_makes_its_luma_blend_the_default_for_photos(tmp_path, registry_dir, tiny_models, monkeypatch):
+    import photo_model
+
+    from denoise import registry
+
+    manifest = json.loads((registry_dir / "manifest.json").read_text())
+    grey = {**manifest["models"][0], "name": "gray-large", "command": "make gray-large", "parameters": 7}
+    manifest["models"].append(grey)
+    (registry_dir / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(photo_model, "ROOT", registry_dir.parent)
+    for number in (1, 2):
+        stage = registry_dir.parent / photo_model.stage_path("color-photo", number)
+        stage.parent.mkdir(parents=True, exist_ok=True)
+        stage.write_bytes(tiny_models["unet-color"].read_bytes())
+        curve = [{"step": 0, "val_psnr": 30.0, "seconds": 0}, {"step": 10, "val_psnr": 31.0, "seconds": 5}]
+        stage.with_suffix(".json").write_text(json.dumps({"args": {"model": "start"}, "best": curve[1], "curve": curve}))
+    for _ in range(2):  # shipping again replaces both entries
+        photo_model.ship("color-photo", Path("data"))
+    names = [entry["name"] for entry in registry.entries()]
+    assert names.count("color-photo") == names.count("color-photo+gray-large") == 1
+    blend = registry.find("color-photo+gray-large")
+    chosen = photo_model.VARIANTS["color-photo"].blend
+    assert blend["members"] == ["color-photo", "gray-large"] and blend["ensemble"] == chosen.ensemble
+    assert blend["luma"] == {"weight": chosen.weight, "level": chosen.level}
+    assert registry.find("color-photo")["default_for"] == [] and registry.default_name(3, noise="photo") == blend["name"]
+    assert registry.load(blend["name"]).passes == 2
+
+
 def test_edge_preserving_noise_reduction_keeps_the_reference_sharp_and_takes_noise_off_flat_areas():
     step = np.full((64, 64, 3), 60, np.uint8)
     step[:, 32:] = 190

@@ -39,6 +39,36 @@ def test_a_mean_entry_averages_its_members_grey_ones_channel_by_channel(registry
     np.testing.assert_allclose(got, (by_colour + by_channel) / 2, atol=1e-5)
 
 
+def add_luma_blend(folder, luma):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["models"].append({"name": "color+luma", "members": ["unet-color", "unet-gray"], "luma": luma,
+                               "channels": 3, "architecture": "luma blend", "ensemble": 2, "default_for": []})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_luma_blend_entry_moves_the_colour_models_luma_toward_the_grey_models(registry_dir):
+    add_luma_blend(registry_dir, {"weight": 0.5, "level": 1.25})
+    blend = registry.load("color+luma")
+    color, gray = registry.load("unet-color"), registry.load("unet-gray")
+    assert (blend.channels, blend.passes, blend.ensemble, blend.multiple) == (3, 2, 2, 4)
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 16, 24, 3)).astype(np.float32)
+    sigmas = np.array([[0.1], [0.2]], np.float32)
+    luma = images @ np.float32([0.299, 0.587, 0.114])
+    by_colour = np.asarray(color.model({"image": images, "sigma": sigmas}))
+    by_grey = np.asarray(gray.model({"image": luma[..., None], "sigma": sigmas * 1.25}))  # told 1.25 times the level
+    got = np.asarray(blend.model({"image": images, "sigma": sigmas}))
+    wanted = by_colour + 0.5 * (by_grey - (by_colour @ np.float32([0.299, 0.587, 0.114]))[..., None])
+    np.testing.assert_allclose(got, wanted, atol=1e-5)
+
+
+@pytest.mark.parametrize("luma", [{"level": 1.0}, {"weight": "half"}, [0.5]])
+def test_a_malformed_luma_blend_entry_is_refused_with_its_name(registry_dir, luma):
+    add_luma_blend(registry_dir, luma)
+    with pytest.raises(registry.WeightsError, match="'color\\+luma': 'luma' takes two members"):
+        registry.load("color+luma")
+
+
 def test_a_mean_checks_each_members_file(registry_dir):
     add_mean(registry_dir)
     (registry_dir / "unet-gray.keras").write_bytes(b"tampered")
