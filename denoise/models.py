@@ -281,12 +281,16 @@ def mean_of(members: list[keras.Model], channels: int = 3) -> keras.Model:
 LUMA = (0.299, 0.587, 0.114)
 
 
+def _luma(image):
+    return ops.sum(image * ops.convert_to_tensor(LUMA, image.dtype), axis=-1, keepdims=True)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Luma(layers.Layer):
     """The luma (B, H, W, 1) of RGB images (B, H, W, 3)."""
 
     def call(self, image):
-        return ops.sum(image * ops.convert_to_tensor(LUMA, image.dtype), axis=-1, keepdims=True)
+        return _luma(image)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -299,8 +303,7 @@ class MoveLuma(layers.Layer):
         self.weight = weight
 
     def call(self, colour, grey):
-        luma = ops.sum(colour * ops.convert_to_tensor(LUMA, colour.dtype), axis=-1, keepdims=True)
-        return colour + self.weight * (grey - luma)
+        return colour + self.weight * (grey - _luma(colour))
 
     def get_config(self):
         return {**super().get_config(), "weight": self.weight}
