@@ -406,23 +406,13 @@ def real_noise_page(results: dict, picture: str | None = None) -> list[str]:
         lines.append(f"| {label} | {told} | {span} | {row['psnr']:.2f} | {ssim} | {gain} |")
     lines.append("")
     if "calibrated" in cc15 and "before" in cc15:
-        each = [a - b for a, b in zip(now["psnr_each"], before["psnr_each"])]
-        lines += [f"The defaults now gain {now['psnr'] - before['psnr']:.2f} dB on average over those before the "
-                  f"calibration, {min(each):+.2f} to {max(each):+.2f} dB per image, better on "
-                  f"{sum(value > 0 for value in each)} of {count}."]
-        white_model = cc15.get("calibrated, white-noise model")
-        if white_model:
-            each = [a - b for a, b in zip(now["psnr_each"], white_model["psnr_each"])]
-            lines[-1] += (f" The photo route gains {now['psnr'] - white_model['psnr']:.2f} dB over the white-noise "
-                          f"model told the same levels, {min(each):+.2f} to {max(each):+.2f} dB per image, better on "
-                          f"{sum(value > 0 for value in each)} of {count}.")
-        alone = cc15.get("calibrated, photo model alone")
-        if alone:
-            each = [a - b for a, b in zip(now["psnr_each"], alone["psnr_each"])]
-            lines[-1] += (f" Its luma blend gains {now['psnr'] - alone['psnr']:.2f} dB over `color-photo` alone, "
-                          f"{min(each):+.2f} to {max(each):+.2f} dB per image, better on "
-                          f"{sum(value > 0 for value in each)} of {count}.")
-        lines.append("")
+        text = f"The defaults now gain {compared(now, before, 'on average over those before the calibration')}."
+        for key, what, how in (("calibrated, white-noise model", "The photo route",
+                                "over the white-noise model told the same levels"),
+                               ("calibrated, photo model alone", "Its luma blend", "over `color-photo` alone")):
+            if key in cc15:
+                text += f" {what} gains {compared(now, cc15[key], how)}."
+        lines += [text, ""]
     if picture:
         lines += ["## Crops", "",
                   "A fixed 128 x 128 crop of four of the images (one from each camera, and one at ISO 6400), shown "
@@ -466,6 +456,13 @@ def real_noise_page(results: dict, picture: str | None = None) -> list[str]:
               "python benchmarks/real_noise_figure.py --datasets ../shared/datasets",
               "python benchmarks/report.py", "```", ""]
     return lines
+
+
+def compared(now: dict, other: dict, how: str) -> str:
+    """'X dB HOW, A to B dB per image, better on N of M': the CC15 row ``now`` against ``other``."""
+    each = [a - b for a, b in zip(now["psnr_each"], other["psnr_each"])]
+    return (f"{now['psnr'] - other['psnr']:.2f} dB {how}, {min(each):+.2f} to {max(each):+.2f} dB "
+            f"per image, better on {sum(value > 0 for value in each)} of {len(each)}")
 
 
 def grey_section(grey: dict) -> list[str]:
