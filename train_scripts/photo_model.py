@@ -17,8 +17,8 @@ One command rebuilds each from a shipped white-noise model (`color`, `gray-large
 3. The last stage's best model goes to weights/NAME.keras without its optimizer, with its manifest
    entry (each stage's training curve, the held-back PSNR of the start and of the result) and
    ``default_for: NAME`` on it, or for ``color-photo`` on its luma blend with ``gray-large``
-   (``color-photo+gray-large``, built at load from the two files). Its figures on real camera noise are in docs/real_noise.md
-   (benchmarks/real_noise.py).
+   (``color-photo+gray-large``, built at load from the two files). Figures on real camera noise:
+   docs/real_noise.md (benchmarks/real_noise.py).
 
 ``--ship-only`` does step 3 alone.
 """
@@ -158,6 +158,9 @@ def ship(name: str, datasets: Path) -> dict:
 
     variant = VARIANTS[name]
     weights = ROOT / "weights"
+    grey = registry.find(variant.blend.grey, weights) if variant.blend else None
+    if variant.blend and grey is None:  # checked before anything is written
+        raise SystemExit(f"{variant.blend.grey}: ship it first (train_scripts/natural_images.py)")
     paths = [stage_path(name, number) for number in range(1, len(variant.stages) + 1)]
     target = weights / f"{name}.keras"
     save_inference_model(keras.saving.load_model(ROOT / paths[-1], compile=False), target)
@@ -193,7 +196,7 @@ def ship(name: str, datasets: Path) -> dict:
     manifest = registry.load_manifest(weights)
     put(manifest, entry)
     if variant.blend:
-        put(manifest, blend_entry(entry, variant.blend, registry.find(variant.blend.grey, weights)))
+        put(manifest, blend_entry(entry, variant.blend, grey))
     registry.write_manifest(manifest, weights)
     return entry
 
