@@ -212,13 +212,16 @@ def describe(model, name: str = "model") -> LoadedModel:
 
 
 def size_multiple(model) -> int:
-    """The product of all downsampling factors: input sizes must be multiples of it."""
+    """The product of all downsampling factors: input sizes must be multiples of it. The nested
+    models of the architectures here (an encoder and its decoder, the network on phases, the
+    members of a mean or blend saved as one file) never downsample each other's output, so theirs
+    combine by least common multiple (a saved color-photo+gray-large: 16, not 16 x 16)."""
     from denoise.models import PixelUnshuffle, ToPhases
 
-    factor = 1
+    factor, nested = 1, 1
     for layer in model.layers:
-        if hasattr(layer, "layers"):  # a nested encoder/decoder
-            factor *= size_multiple(layer)
+        if hasattr(layer, "layers"):
+            nested = math.lcm(nested, size_multiple(layer))
         elif isinstance(layer, PixelUnshuffle):
             factor *= layer.factor
         elif isinstance(layer, ToPhases):
@@ -226,7 +229,7 @@ def size_multiple(model) -> int:
         elif type(layer).__name__ in ("Conv2D", "MaxPooling2D", "AveragePooling2D"):
             strides = getattr(layer, "strides", (1, 1))
             factor *= int(strides[0])
-    return factor
+    return factor * nested
 
 
 def record_training(options, summary: dict) -> dict:

@@ -39,6 +39,10 @@ def test_every_architecture_maps_an_image_to_one_of_the_same_shape(channels):
 def test_size_multiples_and_fixed_sizes_are_read_off_the_model():
     assert registry.size_multiple(models.conv_autoencoder(filters=4)) == 4
     assert registry.size_multiple(models.unet(filters=4, depth=3, blocks=1)) == 8
+    grey, colour = models.unet(filters=4, depth=3, blocks=1), models.unet(channels=3, filters=4, depth=3, blocks=1)
+    # members run side by side on the same input: a mean or blend needs what each needs, not the product
+    assert registry.size_multiple(models.mean_of([colour, grey])) == 8
+    assert registry.size_multiple(models.luma_blend(colour, grey, 0.5)) == 8
     described = registry.describe(models.dense_autoencoder(latent_dim=4, size=28))
     assert described.tile_size == 28 and described.multiple == 1 and not described.noise_level_input
     assert registry.describe(models.unet(filters=4, depth=2, blocks=1)).noise_level_input
