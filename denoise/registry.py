@@ -82,11 +82,13 @@ def _entry_problem(index: int, entry, folder: Path) -> str | None:
         ok = isinstance(members, list) and all(isinstance(member, str) for member in members)
         if not ok:
             return f"model {entry['name']!r}: 'members' is not a list of model names"
-        blend = entry.get("luma", {"weight": 1.0})
-        numbers = isinstance(blend, dict) and all(isinstance(blend.get(key, 1.0), (int, float)) for key in ("weight", "level"))
-        if not numbers or "weight" not in blend or "luma" in entry and len(members) != 2:
-            return (f"model {entry['name']!r}: 'luma' takes two members (colour, grey) and "
-                    '{"weight": number, "level": number}')
+        if "luma" in entry:
+            blend = entry["luma"]
+            numbers = isinstance(blend, dict) and "weight" in blend and all(
+                isinstance(blend.get(key, 1.0), (int, float)) for key in ("weight", "level"))
+            if len(members) != 2 or not numbers:
+                return (f"model {entry['name']!r}: 'luma' takes two members (colour, grey) and "
+                        '{"weight": number, "level": number}')
         return None
     missing = [key for key in ("file", "sha256") if not isinstance(entry.get(key), str) or not entry[key]]
     if missing:
